@@ -1,0 +1,56 @@
+"""Shared fixtures: real inputs (astronaut photo, ARCTIC speech) and synthetic official checkpoints."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_REF = Path(os.environ.get("SADTALKER_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+GOLDENS = SHARED_REF / "goldens"
+MANIFESTS = SHARED_REF / "manifests"
+
+
+def golden_tol(golden: np.ndarray) -> float:
+    """The acceptance bound ``1e-4 + 1e-5 * max|golden|`` of shared/reference/README.md."""
+    return 1e-4 + 1e-5 * float(np.max(np.abs(golden)))
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not SHARED_REF.is_dir():
+        pytest.fail(f"reference fixtures not found at {SHARED_REF}; set SADTALKER_REFERENCE_DIR")
+    return SHARED_REF
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoints(reference_dir) -> Path:
+    """Directory holding every official checkpoint file, rebuilt from the deterministic weight rule.
+
+    Built once per machine into a cache folder (``SADTALKER_SYNTH_DIR`` or ~/.cache/...); the
+    builder keeps a file only when its keys, shapes and size match the manifest, else rewrites it.
+    """
+    pytest.importorskip("torch")
+    out = Path(os.environ.get("SADTALKER_SYNTH_DIR",
+                              Path.home() / ".cache" / "sd-talking-head" / "synthetic-ckpts"))
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, str(reference_dir / "synth_ckpt.py"), str(out)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """skimage's astronaut photo (Eileen Collins), uint8 RGB 512x512."""
+    from skimage import data
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def arctic_wav(reference_dir) -> Path:
+    """CMU ARCTIC a0007, 16 kHz mono 16-bit, 4.0 s."""
+    return reference_dir / "audio" / "arctic_a0007.wav"
