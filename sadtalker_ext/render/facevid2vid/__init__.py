@@ -1,0 +1,1 @@
+"""SadTalker's face renderer (face-vid2vid): keypoint detector, dense motion, SPADE generator."""

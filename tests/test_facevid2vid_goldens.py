@@ -1,0 +1,203 @@
+"""face-vid2vid renderer (KPDetector, keypoint transform, SPADE generator, fast renderer) vs the
+official goldens computed with rule weights (shared/reference/goldens/{keypoints,generator}.npz).
+
+The generator is heavy (~6 s per frame on 2 threads), so its reference forward and the fast
+renderer each run once per session (module-scoped fixtures).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sadtalker_ext.errors import CheckpointError  # noqa: E402
+from sadtalker_ext.render.facevid2vid import checkpoint as fv_ckpt  # noqa: E402
+from sadtalker_ext.render.facevid2vid.keypoints import (headpose_to_degrees,  # noqa: E402
+                                                        keypoint_transformation, rotation_matrix)
+
+SADTALKER_FILE = "SadTalker_V0.0.2_256.safetensors"
+
+
+def _tol(golden: np.ndarray) -> float:
+    """Same bound as conftest.golden_tol: 1e-4 + 1e-5 * max|golden|."""
+    return 1e-4 + 1e-5 * float(np.max(np.abs(golden)))
+
+
+def _check(name: str, ours, golden: np.ndarray) -> float:
+    ours = ours.detach().cpu().numpy() if hasattr(ours, "detach") else np.asarray(ours)
+    assert ours.shape == golden.shape, f"{name}: shape {ours.shape} != golden {golden.shape}"
+    assert np.all(np.isfinite(ours)), f"{name}: non-finite values"
+    diff = float(np.max(np.abs(ours.astype(np.float64) - golden.astype(np.float64))))
+    assert diff <= _tol(golden), f"{name}: max|diff| {diff:.3g} > tol {_tol(golden):.3g}"
+    return diff
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(min(2, old))
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(synthetic_checkpoints):
+    return synthetic_checkpoints / SADTALKER_FILE
+
+
+@pytest.fixture(scope="module")
+def kpz(reference_dir):
+    return np.load(reference_dir / "goldens" / "keypoints.npz")
+
+
+@pytest.fixture(scope="module")
+def mapping_z(reference_dir):
+    return np.load(reference_dir / "goldens" / "mapping.npz")
+
+
+@pytest.fixture(scope="module")
+def genz(reference_dir):
+    return np.load(reference_dir / "goldens" / "generator.npz")
+
+
+@pytest.fixture(scope="module")
+def kp_detector(ckpt_path):
+    return fv_ckpt.load_kp_detector(ckpt_path)
+
+
+@pytest.fixture(scope="module")
+def generator(ckpt_path):
+    return fv_ckpt.load_generator(ckpt_path)
+
+
+def _he(mz, role):
+    return {k: torch.from_numpy(mz[f"crop70_{role}_{k}"]) for k in ("yaw", "pitch", "roll", "t", "exp")}
+
+
+# ----------------------------------------------------------------------------------------------
+# keypoints
+# ----------------------------------------------------------------------------------------------
+
+def test_kp_detector_matches_golden(kp_detector, kpz):
+    img = torch.from_numpy(kpz["source_image"])
+    with torch.inference_mode():
+        down = kp_detector.downsample(img)
+        kp = kp_detector(img)
+    _check("kp_down_image", down, kpz["kp_down_image"])
+    _check("kp_canonical", kp, kpz["kp_canonical"])
+    # the fixed anti-aliasing buffer is what the official constructor computes
+    np.testing.assert_allclose(kp_detector.down.weight.numpy(), kpz["antialias_kernel"], atol=1e-8)
+    fresh = type(kp_detector)()
+    np.testing.assert_allclose(fresh.down.weight.numpy(), kpz["antialias_kernel"], atol=1e-8)
+
+
+def test_head_pose_and_keypoint_transformation(kpz, mapping_z):
+    kc = torch.from_numpy(kpz["kp_canonical"])
+    for role, count in (("source", 1), ("driving", 4)):
+        he = _he(mapping_z, role)
+        degs = {a: headpose_to_degrees(he[a]) for a in ("yaw", "pitch", "roll")}
+        for a, v in degs.items():
+            assert v.shape == (count,)
+            _check(f"{role}_{a}_deg", v, kpz[f"{role}_{a}_deg"])
+        _check(f"{role}_rot_mat", rotation_matrix(degs["yaw"], degs["pitch"], degs["roll"]),
+               kpz[f"{role}_rot_mat"])
+        t_before = he["t"].clone()
+        kp = keypoint_transformation(kc, he)
+        assert torch.equal(he["t"], t_before), "the caller's translation must not be modified"
+        _check(f"kp_{role}", kp, kpz[f"kp_{role}"])
+    he = _he(mapping_z, "driving")
+    kp_in = keypoint_transformation(kc, he, yaw_in=torch.from_numpy(kpz["pose_in_yaw"]),
+                                    pitch_in=torch.from_numpy(kpz["pose_in_pitch"]),
+                                    roll_in=torch.from_numpy(kpz["pose_in_roll"]))
+    _check("kp_driving_pose_in", kp_in, kpz["kp_driving_pose_in"])
+    # the override really changes the result (the golden angles differ from the decoded ones)
+    assert float((kp_in - keypoint_transformation(kc, he)).abs().max()) > 1e-2
+
+
+def test_rotation_uses_official_pi_approximation():
+    r = rotation_matrix(torch.tensor([180.0]), torch.tensor([0.0]), torch.tensor([0.0]))
+    # 180 deg -> 3.14 rad (not pi): cos(3.14) = -0.99999873, sin(3.14) = 0.00159265
+    assert abs(float(r[0, 0, 0]) - np.cos(3.14)) < 1e-6
+    assert abs(float(r[0, 0, 2]) - np.sin(3.14)) < 1e-6
+
+
+def test_he_estimator_matches_golden(kpz, reference_dir):
+    """HEEstimator from rule weights (legacy layout, seed prefix 'he_estimator.')."""
+    manifest = json.loads((reference_dir / "manifests" / "he_estimator_legacy.json").read_text())
+    sd = _rule_state_dict(manifest["keys"], strip="he_estimator.")
+    net = fv_ckpt.load_he_estimator(sd)
+    img = torch.from_numpy(kpz["source_image"])
+    with torch.inference_mode():
+        he = net(img)
+    for k in ("yaw", "pitch", "roll", "t", "exp"):
+        _check(f"he_estimator_{k}", he[k], kpz[f"he_estimator_{k}"])
+    kp = keypoint_transformation(torch.from_numpy(kpz["kp_canonical"]), he, wo_exp=True)
+    _check("kp_he_estimator_wo_exp", kp, kpz["kp_he_estimator_wo_exp"])
+
+
+def _rule_state_dict(keys: dict, strip: str) -> dict:
+    """The README's deterministic weight rule (cases 1-6) for a layout without spectral norms."""
+    import hashlib
+    out = {}
+    for key, spec in keys.items():
+        shape = tuple(spec["shape"])
+        if key.endswith("num_batches_tracked"):
+            out[key[len(strip):]] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        seed = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:16], 16) % 2 ** 63
+        n = np.random.default_rng(seed).standard_normal(shape)
+        if key.endswith("running_mean"):
+            v = 0.1 * n
+        elif key.endswith("running_var"):
+            v = 1 + 0.1 * np.abs(n)
+        elif len(shape) == 1 and key.endswith(".weight"):
+            v = 1 + 0.1 * n
+        elif key.endswith(".bias") or len(shape) <= 1:
+            v = 0.02 * n
+        else:
+            v = n * np.sqrt(1.0 / np.prod(shape[1:]))
+        out[key[len(strip):]] = torch.from_numpy(np.asarray(v).astype(np.float32))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------
+
+def test_state_dict_keys_match_manifest(reference_dir, kp_detector, generator):
+    manifest = json.loads((reference_dir / "manifests" / f"{SADTALKER_FILE}.json").read_text())
+    for prefix, net in (("kp_extractor.", kp_detector), ("generator.", generator)):
+        want = {k[len(prefix):]: v["shape"] for k, v in manifest["keys"].items()
+                if k.startswith(prefix)}
+        have = {k: list(v.shape) for k, v in net.state_dict().items()}
+        assert have == want, prefix
+
+
+def test_wrong_section_raises_checkpoint_error(ckpt_path):
+    from sadtalker_ext.models.loading import SafetensorsCheckpoint, strict_load
+    ck = SafetensorsCheckpoint(ckpt_path)
+    from sadtalker_ext.render.facevid2vid.keypoints import KPDetector
+    with pytest.raises(CheckpointError, match="missing"):
+        strict_load(KPDetector(), ck.section("audio2exp."), file=ck.path, expected="x")
+    with pytest.raises(CheckpointError):
+        fv_ckpt.load_kp_detector(ckpt_path.parent / "does_not_exist.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------
+# generator (one reference forward per session)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def generator_out(generator, genz):
+    with torch.inference_mode():
+        return generator(torch.from_numpy(genz["source_image"]),
+                         torch.from_numpy(genz["kp_driving"]), torch.from_numpy(genz["kp_source"]))
+
+
+@pytest.mark.parametrize("name", ["prediction", "occlusion_map", "mask", "deformation",
+                                  "decoder_input"])
+def test_generator_matches_golden(generator_out, genz, name):
+    _check(name, generator_out[name], genz[name])
