@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError  # noqa: F401  (CheckpointError: documented)
 
 __all__ = [
     "FACE_SIZE",
@@ -38,7 +38,6 @@ __all__ = [
     "ConvTransposeBNReLU",
     "Wav2Lip",
     "Wav2LipOutput",
-    "wav2lip_state_dict_from_checkpoint",
     "load_wav2lip",
 ]
 
@@ -211,74 +210,30 @@ def _check_shape(x: torch.Tensor, chw: Tuple[int, int, int], name: str) -> None:
 
 # -- checkpoint loading -----------------------------------------------------------------------
 _PREFIX = "module."
-
-
-def wav2lip_state_dict_from_checkpoint(obj, file: Union[str, Path] = "checkpoint") -> dict:
-    """Extract the generator state dict from a loaded Wav2Lip checkpoint object.
-
-    Accepts the official container (a dict with ``state_dict`` whose keys carry the DataParallel
-    ``module.`` prefix) or a bare state dict; removes a leading ``module.`` from every key.
-    Raises :class:`CheckpointError` when ``obj`` holds no tensor state dict.
-    """
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
-        raise CheckpointError(f"{file} is not a Wav2Lip checkpoint (no 'state_dict' of tensors); "
-                              f"download wav2lip.pth or wav2lip_gan.pth again.")
-    return {(k[len(_PREFIX):] if k.startswith(_PREFIX) else k): v for k, v in sd.items()}
-
-
-def _strict_load_fallback(model: nn.Module, sd: dict, file: str) -> None:
-    """Strict load reporting missing / unexpected / shape-mismatched keys in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k} {list(sd[k].shape)}!={list(v.shape)}" for k, v in own.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-                parts.append(f"{label} {len(items)}: {', '.join(items[:3])}{more}")
-        raise CheckpointError(f"{file} does not match the Wav2Lip generator ({'; '.join(parts)}); "
-                              f"use the official wav2lip.pth or wav2lip_gan.pth.")
-    model.load_state_dict(sd, strict=True)
-
-
-def _read_checkpoint(path: Path):
-    if not path.is_file():
-        raise CheckpointError(f"Wav2Lip checkpoint not found at {path}; download wav2lip.pth or "
-                              f"wav2lip_gan.pth into the models folder.")
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with disallowed globals, not a torch file ...
-        raise CheckpointError(f"cannot read Wav2Lip checkpoint {path} ({type(exc).__name__}); "
-                              f"the file is damaged or not a weights-only torch file, download it again.")
+_OFFICIAL_FILES = ("wav2lip.pth", "wav2lip_gan.pth")
 
 
 def load_wav2lip(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
                  dtype: Optional[torch.dtype] = torch.float32) -> Wav2Lip:
     """Build :class:`Wav2Lip`, load ``wav2lip.pth`` / ``wav2lip_gan.pth`` strictly, move to ``device``.
 
-    The file is read with ``torch.load(weights_only=True)``; ``state_dict`` is taken, the
-    ``module.`` prefix removed, and every key and shape must match (BN statistics included).
-    ``dtype`` (float32 by default; float16/bfloat16 for GPU inference) is applied after loading.
+    As the official ``inference.py``: the file is read with ``torch.load(weights_only=True)``
+    (:func:`sadtalker_ext.models.loading.load_torch_checkpoint`), ``ckpt["state_dict"]`` is taken,
+    the DataParallel ``module.`` prefix removed, and every key and shape must match, BN statistics
+    included (:func:`~sadtalker_ext.models.loading.strict_load`). ``dtype`` (float32 by default;
+    float16 / bfloat16 for GPU inference) is applied after loading.
     Returns the module in eval mode with ``requires_grad`` off.
-    Raises :class:`CheckpointError` (missing / unreadable file, wrong layout: message names the file
-    and the offending keys).
+    Raises :class:`CheckpointError`: missing, truncated or unsafe file, no ``state_dict``, or a
+    layout mismatch (the one-line message names the file and the missing / unexpected /
+    shape-mismatched keys).
     """
+    from ..models.loading import load_torch_checkpoint, strict_load
+
     path = Path(path)
-    model = Wav2Lip()
-    try:  # shared loader, when present
-        from ..models.loading import load_torch_checkpoint, strict_load  # type: ignore
-    except ImportError:
-        load_torch_checkpoint = strict_load = None
-    if load_torch_checkpoint is not None:
-        sd = load_torch_checkpoint(path, key="state_dict", strip_prefix=_PREFIX)
-        strict_load(model, sd, file=path, expected="Wav2Lip generator (wav2lip.pth / wav2lip_gan.pth)")
-    else:
-        sd = wav2lip_state_dict_from_checkpoint(_read_checkpoint(path), file=str(path))
-        _strict_load_fallback(model, sd, str(path))
+    expected = (f"{path.name} from the Wav2Lip release" if path.name in _OFFICIAL_FILES
+                else "wav2lip_gan.pth or wav2lip.pth from the Wav2Lip release")
+    sd = load_torch_checkpoint(path, key="state_dict", strip_prefix=_PREFIX, expected=expected)
+    model = strict_load(Wav2Lip(), sd, file=path, expected=expected, prefix=_PREFIX)
     model.requires_grad_(False)
     model.eval()
     return model.to(device=device, dtype=dtype)
