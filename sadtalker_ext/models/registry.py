@@ -71,7 +71,8 @@ class ModelFile:
         stage: which part of that engine uses it (free text, for display).
         licence: licence of the weights (short form).
         description: one line, for ``models status``.
-        required: ``False`` for files that only some settings need (e.g. the 512 renderer).
+        required: ``False`` for files that only some settings need (the 512 renderer, the plain
+            Wav2Lip alternative, face restoration); shown as optional by ``models status``.
         approx_size: size for display when ``size`` is unknown (bytes, approximate).
         page: a web page where a person can download the file by hand.
         checksum_source: where ``size`` / ``sha256`` come from.
@@ -180,8 +181,8 @@ FILES: Tuple[ModelFile, ...] = (
         sha256="b78b681b68ad9fe6c6fb1debc6ff43ad05834a8af8a62ffc4167b7b34ef63c37",
         engine="wav2lip", stage="lip-sync generator",
         licence="Wav2Lip: personal / research / non-commercial use only",
-        description="Wav2Lip: most accurate lip sync",
-        page=WAV2LIP_PAGE,
+        description="Wav2Lip: most accurate lip sync (alternative to wav2lip_gan.pth)",
+        required=False, page=WAV2LIP_PAGE,
         checksum_source=_MIRROR_SUMS.format(repo="numz/wav2lip_studio"),
     ),
     ModelFile(
