@@ -137,7 +137,7 @@ def sadtalker_coeffs(coeffs: torch.Tensor) -> torch.Tensor:
 
 
 def load_recon_net(ckpt: Union[str, "os.PathLike[str]", SafetensorsCheckpoint]) -> ReconNet:
-    """ReconNet from the ``face_3drecon.`` section (332 entries), strict, eval mode, CPU.
+    """ReconNet from the ``face_3drecon.`` section (332 entries), strict, eval mode, gradients off, CPU.
 
     Raises:
         CheckpointError: missing/truncated file or a layout mismatch (names the file and keys).
@@ -146,7 +146,7 @@ def load_recon_net(ckpt: Union[str, "os.PathLike[str]", SafetensorsCheckpoint]) 
     net = ReconNet()
     strict_load(net, st.section("face_3drecon."), file=st.path, prefix="face_3drecon.",
                 expected=SADTALKER_EXPECTED)
-    return net.eval()
+    return net.eval().requires_grad_(False)
 
 
 __all__ = ["COEFF_LAYOUT", "NUM_COEFFS", "ReconNet", "ResNet50Backbone", "load_recon_net",

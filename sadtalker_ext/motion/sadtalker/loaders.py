@@ -7,7 +7,7 @@
   (-> :class:`MappingNet`).
 
 Every builder loads strictly through :mod:`sadtalker_ext.models.loading` (key and shape check
-before ``load_state_dict``) and returns the module in ``eval()`` mode on the CPU (move it with
+before ``load_state_dict``) and returns the module in ``eval()`` mode with gradients off, on the CPU (move it with
 ``.to(device)``). Errors: :class:`~sadtalker_ext.errors.CheckpointError` naming the file and what
 to download.
 """
@@ -41,7 +41,7 @@ def load_audio2exp(ckpt: CheckpointLike) -> ExpNet:
     net = ExpNet()
     strict_load(net, st.section("audio2exp."), file=st.path, prefix="audio2exp.",
                 expected=SADTALKER_EXPECTED)
-    return net.eval()
+    return net.eval().requires_grad_(False)
 
 
 def load_audio2pose(ckpt: CheckpointLike) -> PoseVAE:
@@ -56,7 +56,7 @@ def load_audio2pose(ckpt: CheckpointLike) -> PoseVAE:
           if not k.startswith(TRAINING_ONLY_PREFIXES)}
     net = PoseVAE()
     strict_load(net, sd, file=st.path, prefix="audio2pose.", expected=SADTALKER_EXPECTED)
-    return net.eval()
+    return net.eval().requires_grad_(False)
 
 
 def load_audio2coeff(ckpt: CheckpointLike) -> Audio2Coeff:
@@ -79,4 +79,4 @@ def load_mapping(path: Union[str, "os.PathLike[str]"],
         coeff_nc = stored if stored in MAPPING_COEFF_NC else 70
     net = MappingNet(coeff_nc=coeff_nc)
     strict_load(net, sd, file=path, expected=MAPPING_EXPECTED)
-    return net.eval()
+    return net.eval().requires_grad_(False)
