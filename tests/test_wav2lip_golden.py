@@ -127,3 +127,12 @@ def test_wrong_layout_names_file_and_keys(tmp_path, model):
     assert "extra_head.weight" in msg
     assert "output_block.1.weight" in msg
     assert "\n" not in msg
+
+
+def test_dtype_option_float64_matches_golden(synthetic_checkpoints, golden):
+    m64 = load_wav2lip(synthetic_checkpoints / "wav2lip.pth", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in m64.parameters()) and not m64.training
+    with torch.no_grad():
+        pred = m64(torch.from_numpy(golden["mel"][1:]).double(), torch.from_numpy(golden["face"][1:]).double())
+    assert pred.dtype == torch.float64
+    assert np.max(np.abs(pred.numpy() - golden["prediction"][1:])) <= golden_tol(golden["prediction"])

@@ -104,6 +104,15 @@ def _mask(mask: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     return m
 
 
+def _bbox(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """``(y0, y1, x0, x1)`` half-open bounds of the non-zero pixels of a 2-D array, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 def _clip_box(box: Sequence[float], hw: Tuple[int, int]) -> Box:
     h, w = hw
     x0, y0, x1, y1 = (int(round(float(v))) for v in box)
@@ -210,13 +219,13 @@ def feather(mask: np.ndarray, blur_px: float) -> np.ndarray:
     r = int(math.ceil(_non_negative(blur_px, "mask blur")))
     if r == 0:
         return m.copy()
-    ys, xs = np.nonzero(m)
     out = np.zeros_like(m)
-    if ys.size == 0:
+    bounds = _bbox(m)
+    if bounds is None:
         return out
     h, w = m.shape
-    y0, y1 = max(0, ys.min() - r), min(h, ys.max() + r + 1)
-    x0, x1 = max(0, xs.min() - r), min(w, xs.max() + r + 1)
+    y0, y1 = max(0, bounds[0] - r), min(h, bounds[1] + r)
+    x0, x1 = max(0, bounds[2] - r), min(w, bounds[3] + r)
     k = 2 * r + 1
     blurred = cv2.GaussianBlur(m[y0:y1, x0:x1], (k, k), sigmaX=r / 3.0, sigmaY=r / 3.0,
                                borderType=cv2.BORDER_REPLICATE)
@@ -271,9 +280,10 @@ def lipsync_mask(landmarks: np.ndarray, shape: Sequence[int], box: Optional[Sequ
     if box is not None:
         bx0, by0, bx1, by1 = _clip_box(box, (h, w))
         r = int(math.ceil(cfg.blur_px))
-        keep = np.zeros((h, w), np.float32)
-        keep[by0 + r:by1 - r, bx0 + r:bx1 - r] = 1.0
-        hard = hard * keep
+        hard[: by0 + r] = 0.0
+        hard[max(by0 + r, by1 - r):] = 0.0
+        hard[:, : bx0 + r] = 0.0
+        hard[:, max(bx0 + r, bx1 - r):] = 0.0
     return feather(hard, cfg.blur_px)
 
 
@@ -307,10 +317,10 @@ def match_color(generated: np.ndarray, reference: np.ndarray, mask: np.ndarray, 
     if not 0 < lo <= 1 <= hi:
         raise OptionError(f"std_ratio_limits must satisfy 0 < low <= 1 <= high, got {std_ratio_limits!r}.")
     out = gen.copy()
-    ys, xs = np.nonzero(m > 0)
-    if ys.size == 0 or s == 0.0:
+    bounds = _bbox(m > 0)
+    if bounds is None or s == 0.0:
         return out
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = bounds
     wgt = m[y0:y1, x0:x1, None].astype(np.float64)
     total = wgt.sum()
     g_lab = _lab(gen[y0:y1, x0:x1]).astype(np.float64)
@@ -343,15 +353,17 @@ def composite(frame: np.ndarray, generated: np.ndarray, mask: np.ndarray) -> np.
     gen = _image(generated, "generated image")
     if gen.shape != fr.shape:
         raise InputError(f"generated image {list(gen.shape)} and frame {list(fr.shape)} differ in size.")
-    m = np.clip(_mask(mask, fr.shape[:2]), 0.0, 1.0)
+    m = _mask(mask, fr.shape[:2])
     out = fr.copy()
-    sel = m > 0
-    if not sel.any():
+    bounds = _bbox(m > 0)
+    if bounds is None:
         return out
-    f = fr[sel].astype(np.float32)
-    g = gen[sel].astype(np.float32)
-    a = m[sel][:, None]
-    out[sel] = np.clip(np.round(f + a * (g - f)), 0, 255).astype(np.uint8)
+    y0, y1, x0, x1 = bounds
+    a = np.clip(m[y0:y1, x0:x1], 0.0, 1.0)
+    sel = a > 0
+    f = fr[y0:y1, x0:x1][sel].astype(np.float32)
+    g = gen[y0:y1, x0:x1][sel].astype(np.float32)
+    out[y0:y1, x0:x1][sel] = np.clip(np.round(f + a[sel][:, None] * (g - f)), 0, 255).astype(np.uint8)
     return out
 
 
