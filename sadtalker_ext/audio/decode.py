@@ -1,0 +1,98 @@
+"""Decode speech from any common container (wav/mp3/flac/ogg/m4a/mp4...) with PyAV.
+
+The whole track is decoded to float32 PCM; speech is small next to video frames (60 s at 48 kHz
+mono is 11 MB), so this does not break the flat-memory promise for frames.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AudioError
+
+ANALYSIS_RATE = 16000
+MAX_AUDIO_SECONDS = 30 * 60.0
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Decoded speech.
+
+    samples: float32 [n] mono in [-1, 1] at ``sample_rate`` (the file's own rate, kept for the output).
+    sample_rate: Hz.
+    source: where it came from (file name), for messages and sidecars.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    source: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return len(self.samples) / float(self.sample_rate)
+
+    def num_frames(self, fps: float = 25.0) -> int:
+        """Video frames that cover the clip: ``max(1, round(duration * fps))``."""
+        return max(1, int(round(self.duration * fps)))
+
+    def resampled(self, rate: int = ANALYSIS_RATE) -> np.ndarray:
+        """float32 [m] mono at ``rate`` Hz (soxr-quality resampling via librosa's default)."""
+        if rate == self.sample_rate:
+            return self.samples
+        from scipy.signal import resample_poly
+        g = np.gcd(int(rate), int(self.sample_rate))
+        return resample_poly(self.samples, rate // g, self.sample_rate // g).astype(np.float32)
+
+
+def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> AudioClip:
+    """Decode the first audio stream of ``path`` to mono float32 at its own sample rate.
+
+    Stereo and multichannel audio is averaged to mono. Raises :class:`AudioError` when the file is
+    missing, unreadable, has no audio stream, decodes to no samples, or is longer than ``max_seconds``.
+    """
+    import av
+
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"audio file not found: {p}; give the path of a wav/mp3/flac/ogg/m4a file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"audio file {p.name} is empty (0 bytes); give a recording with speech")
+    chunks: list[np.ndarray] = []
+    rate = None
+    try:
+        with av.open(str(p), mode="r") as container:
+            streams = [s for s in container.streams if s.type == "audio"]
+            if not streams:
+                raise AudioError(f"{p.name} has no audio track; give a file with speech in it")
+            stream = streams[0]
+            rate = stream.codec_context.sample_rate or stream.rate
+            # Convert every decoded frame to planar float mono at the stream's own rate.
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            total = 0
+            limit = int(max_seconds * rate) if rate else None
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    arr = out.to_ndarray().reshape(-1)
+                    chunks.append(arr.astype(np.float32, copy=True))
+                    total += arr.size
+                if limit is not None and total > limit:
+                    raise AudioError(f"{p.name} is longer than {max_seconds / 60:.0f} minutes; "
+                                     "split it into shorter parts")
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=True))
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:  # PyAV raises these on bad data
+        raise AudioError(f"cannot decode audio {p.name} ({type(exc).__name__}); "
+                         "give a valid wav/mp3/flac/ogg/m4a file") from exc
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0 or not rate:
+        raise AudioError(f"audio file {p.name} holds no samples; give a recording with speech")
+    if not np.all(np.isfinite(samples)):
+        samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+    np.clip(samples, -1.0, 1.0, out=samples)
+    return AudioClip(samples=samples, sample_rate=int(rate), source=p.name)

@@ -1,0 +1,90 @@
+"""Options of a generation run, validated in one place for the CLI, the tab and the HTTP API."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import OptionError
+
+ENGINES = ("auto", "lite", "sadtalker")
+PREPROCESS = ("crop", "resize", "full")
+PHONEME_SOURCES = ("auto", "acoustic", "pocketsphinx")
+LIPSYNC = ("auto", "none", "wav2lip")
+
+
+@dataclass
+class GenerateOptions:
+    """Every knob of a run. Units: fps in frames/s, sizes in pixels, scales unitless.
+
+    engine: "auto" (best available: sadtalker when its checkpoints and torch are present, else
+        lite), "lite" (weights-free mesh warping) or "sadtalker".
+    preprocess: "crop" (face-centred square at ``size``), "resize" (whole image, long side
+        ``size``), "full" (whole image at its resolution, capped at ``max_side``; face pasted back).
+    size: 256 or 512. still: freeze head pose. pose_style: 0..45. expression_scale: 0..3 scales
+        mouth/face motion. seed: makes every random choice repeatable. face_index: which face
+        (0 = largest). blinks: eye blinks on/off. chunk_size: frames per streamed chunk (1..256).
+    phonemes: where the lite engine gets mouth shapes: "auto" (pocketsphinx alignment for English
+        when installed, else acoustic), "acoustic", "pocketsphinx". transcript: text of the speech
+        for forced alignment (optional). lipsync: "auto" (Wav2Lip when its checkpoint is present),
+        "none", "wav2lip". crf: H.264 quality (0..51, lower = better).
+    """
+
+    engine: str = "auto"
+    preprocess: str = "crop"
+    size: int = 512
+    still: bool = False
+    pose_style: int = 0
+    expression_scale: float = 1.0
+    seed: int = 0
+    face_index: int = 0
+    blinks: bool = True
+    chunk_size: int = 25
+    fps: int = 25
+    max_side: int = 2048
+    phonemes: str = "auto"
+    transcript: str | None = None
+    lipsync: str = "none"
+    crf: int = 18
+    checkpoints: str | None = None
+
+    def validate(self) -> "GenerateOptions":
+        """Raise OptionError naming the first invalid option and its allowed values."""
+        def choice(name, allowed):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise OptionError(f"--{name.replace('_', '-')} {v!r} is not valid; use one of {', '.join(allowed)}")
+
+        def rng(name, lo, hi, kind=(int, float)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, kind) or not (lo <= v <= hi):
+                raise OptionError(f"--{name.replace('_', '-')} must be a number in {lo}..{hi}, got {v!r}")
+
+        choice("engine", ENGINES)
+        choice("preprocess", PREPROCESS)
+        choice("phonemes", PHONEME_SOURCES)
+        choice("lipsync", LIPSYNC)
+        if self.size not in (256, 512) or isinstance(self.size, bool):
+            raise OptionError(f"--size must be 256 or 512, got {self.size!r}")
+        rng("pose_style", 0, 45, int)
+        rng("expression_scale", 0.0, 3.0)
+        rng("seed", 0, 2**63 - 1, int)
+        rng("face_index", 0, 63, int)
+        rng("chunk_size", 1, 256, int)
+        rng("crf", 0, 51, int)
+        rng("max_side", 256, 8192, int)
+        if self.fps != 25:
+            raise OptionError("only 25 fps output is supported (the audio models are trained at 25 fps)")
+        if self.transcript is not None and not isinstance(self.transcript, str):
+            raise OptionError("--transcript must be text")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GenerateOptions":
+        """Build from a mapping (JSON from the API); unknown keys raise OptionError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise OptionError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data).validate()

@@ -1,0 +1,135 @@
+"""The talking-head pipeline, top to bottom.
+
+    audio  = load_audio(path)                        # any format -> mono float32, original rate
+    image  = load_image(path)                        # any format -> uint8 RGB
+    engine = get_engine(options.engine)              # lite | sadtalker
+    source = engine.prepare(image, options)          # face, crop, per-portrait model (once)
+    motion = engine.motion(source, ctx)              # per-frame motion at 25 fps
+    chunks = engine.frames(source, motion, ctx)      # rendered in chunks
+    chunks = stage(chunks, ctx) for each post stage  # Wav2Lip, img2img refinement
+    VideoWriter(out).write(chunk) ... commit()       # encoded as they come, renamed on success
+
+Memory stays flat in the audio length: only the current chunk of frames is alive at any time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .audio.decode import AudioClip, load_audio
+from .engines import get_engine
+from .engines.base import FrameChunk, RunContext, Stage
+from .errors import GenerationInterrupted
+from .io.image import load_image, to_rgb8
+from .io.video_writer import VideoWriter
+from .options import GenerateOptions
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str, "np.ndarray | None"], None]
+
+
+@dataclass
+class Callbacks:
+    """Hooks for the caller (CLI, WebUI host, HTTP API).
+
+    progress(done_frames, total_frames, text, preview_frame_or_None) is called after each chunk;
+    should_stop() is polled between chunks: returning True aborts the run (no output is left).
+    """
+
+    progress: ProgressFn | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class Result:
+    """What a finished run produced."""
+
+    path: Path
+    num_frames: int
+    duration: float
+    size: tuple[int, int]
+    engine: str
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+def _as_image(image) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    return to_rgb8(image)
+
+
+def _as_audio(audio) -> AudioClip:
+    if isinstance(audio, AudioClip):
+        return audio
+    return load_audio(audio)
+
+
+def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
+             callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
+             phoneme_events=None) -> Result:
+    """Make a talking-head video.
+
+    image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
+    out: the .mp4 to write (written to a temporary name, renamed only on success).
+    Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
+    GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
+    """
+    t0 = time.perf_counter()
+    options = (options or GenerateOptions()).validate()
+    callbacks = callbacks or Callbacks()
+    clip = _as_audio(audio)
+    img = _as_image(image)
+    eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
+    num_frames = clip.num_frames(options.fps)
+    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=options.fps)
+    if phoneme_events is not None:
+        ctx.info["phoneme_events"] = phoneme_events
+    _check_stop(callbacks)
+    source = eng.prepare(img, options)
+    motion = eng.motion(source, ctx)
+    _check_stop(callbacks)
+    chunks = eng.frames(source, motion, ctx)
+    for stage in stages:
+        chunks = stage(chunks, ctx)
+    size = eng.output_size(source)
+    done = 0
+    with VideoWriter(out, size, options.fps, audio=clip.samples, sample_rate=clip.sample_rate,
+                     crf=options.crf) as writer:
+        for chunk in chunks:
+            writer.write(chunk.frames)
+            done += len(chunk)
+            if callbacks.progress is not None:
+                callbacks.progress(done, num_frames, f"{eng.name}: frame {done}/{num_frames}", chunk.frames[-1])
+            _check_stop(callbacks)
+        path = writer.commit()
+    ctx.info.pop("phoneme_events", None)
+    return Result(path=path, num_frames=done, duration=clip.duration, size=size, engine=eng.name,
+                  seconds=time.perf_counter() - t0, info=dict(ctx.info))
+
+
+def _check_stop(callbacks: Callbacks) -> None:
+    if callbacks.should_stop is not None and callbacks.should_stop():
+        raise GenerationInterrupted("generation was interrupted; no video was written")
+
+
+def iter_frames(image, audio, options: GenerateOptions | None = None, *, engine=None):
+    """Rendered chunks without encoding (for tests and other front ends). Yields FrameChunk."""
+    options = (options or GenerateOptions()).validate()
+    clip = _as_audio(audio)
+    img = _as_image(image)
+    eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
+    ctx = RunContext(audio=clip, options=options, num_frames=clip.num_frames(options.fps), fps=options.fps)
+    source = eng.prepare(img, options)
+    motion = eng.motion(source, ctx)
+    yield from eng.frames(source, motion, ctx)
+
+
+__all__ = ["Callbacks", "FrameChunk", "Result", "generate", "iter_frames"]

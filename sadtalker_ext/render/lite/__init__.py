@@ -1,0 +1,1 @@
+"""Weights-free renderer: piecewise-affine mesh warping of the portrait plus a painted mouth interior."""
