@@ -28,7 +28,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, InputError  # noqa: F401  (CheckpointError: documented)
+from ..errors import InputError
 
 __all__ = [
     "FACE_SIZE",
@@ -223,7 +223,7 @@ def load_wav2lip(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     included (:func:`~sadtalker_ext.models.loading.strict_load`). ``dtype`` (float32 by default;
     float16 / bfloat16 for GPU inference) is applied after loading.
     Returns the module in eval mode with ``requires_grad`` off.
-    Raises :class:`CheckpointError`: missing, truncated or unsafe file, no ``state_dict``, or a
+    Raises :class:`~sadtalker_ext.errors.CheckpointError`: missing, truncated or unsafe file, no ``state_dict``, or a
     layout mismatch (the one-line message names the file and the missing / unexpected /
     shape-mismatched keys).
     """
