@@ -223,8 +223,8 @@ def load_wav2lip(path: Union[str, Path], device: Union[str, torch.device] = "cpu
     included (:func:`~sadtalker_ext.models.loading.strict_load`). ``dtype`` (float32 by default;
     float16 / bfloat16 for GPU inference) is applied after loading.
     Returns the module in eval mode with ``requires_grad`` off.
-    Raises :class:`~sadtalker_ext.errors.CheckpointError`: missing, truncated or unsafe file, no ``state_dict``, or a
-    layout mismatch (the one-line message names the file and the missing / unexpected /
+    Raises :class:`~sadtalker_ext.errors.CheckpointError`: missing, truncated or unsafe file, no
+    ``state_dict``, or a layout mismatch (the one-line message names the file and the missing / unexpected /
     shape-mismatched keys).
     """
     from ..models.loading import load_torch_checkpoint, strict_load
