@@ -93,7 +93,7 @@ def align_phonemes(x16: np.ndarray, *, transcript: str | None = None,
             alignment = None
         finally:
             try:
-                decoder.set_search("_default")
+                decoder.activate_search("_default")
             except (RuntimeError, KeyError, ValueError):  # older builds name the default search differently
                 decoder = _decoder()
         if alignment is None:

@@ -8,6 +8,8 @@ to FaceMesh for precise landmarks.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -56,15 +58,39 @@ class Face:
                     score=self.score)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence the C++ start-up chatter of mediapipe/TFLite (written straight to fd 2)."""
+    if os.environ.get("SADTALKER_DEBUG"):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @lru_cache(maxsize=1)
 def _detectors():
     from mediapipe.python.solutions import face_detection, face_mesh
-    full = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-    short = face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.5)
-    mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                              min_detection_confidence=0.3)
-    mesh_multi = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=8, refine_landmarks=True,
-                                    min_detection_confidence=0.5)
+    with _quiet_native_stderr():
+        full = face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        short = face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.5)
+        mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                  min_detection_confidence=0.3)
+        mesh_multi = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=8, refine_landmarks=True,
+                                        min_detection_confidence=0.5)
+        warm = np.zeros((64, 64, 3), np.uint8)  # first inference prints the rest of the chatter
+        for g in (full, short, mesh, mesh_multi):
+            g.process(warm)
     return full, short, mesh, mesh_multi
 
 
@@ -100,18 +126,33 @@ def detect_faces(image: np.ndarray) -> list[Face]:
     small = _resize(image, scale) if scale < 1.0 else image
     sh, sw = small.shape[:2]
     full, short, mesh, mesh_multi = _detectors()
+    # (score, cx, cy, side) in full-resolution pixels, from the whole image and from 2x2 overlapping
+    # tiles (the detector sees 192x192, so small faces in wide pictures need the tiles)
+    boxes = []
+    views = [(0, 0, sw, sh)]
+    if min(sw, sh) >= 256:
+        tw, th = int(sw * 0.6), int(sh * 0.6)
+        views += [(x, y, tw, th) for y in (0, sh - th) for x in (0, sw - tw)]
     with _lock:
-        det = full.process(np.ascontiguousarray(small))
-        detections = list(det.detections or [])
-        if not detections:
-            detections = list(short.process(np.ascontiguousarray(small)).detections or [])
+        for vx, vy, vw, vh in views:
+            view = np.ascontiguousarray(small[vy:vy + vh, vx:vx + vw])
+            dets = list(full.process(view).detections or [])
+            if not dets and (vw, vh) == (sw, sh):
+                dets = list(short.process(view).detections or [])
+            for d in dets:
+                bb = d.location_data.relative_bounding_box
+                cx = (vx + (bb.xmin + bb.width / 2) * vw) / scale
+                cy = (vy + (bb.ymin + bb.height / 2) * vh) / scale
+                side = max(bb.width * vw, bb.height * vh) / scale
+                boxes.append((float(d.score[0]) if d.score else 1.0, cx, cy, side))
+    boxes.sort(key=lambda b: -b[3])
+    detections = []
+    for b in boxes:  # drop the same face seen in several views
+        if all(np.hypot(b[1] - k[1], b[2] - k[2]) > 0.4 * max(b[3], k[3]) for k in detections):
+            detections.append(b)
     faces: list[Face] = []
-    for d in detections:
-        bb = d.location_data.relative_bounding_box
-        # detector box in full-resolution pixels, expanded to a square crop for the mesh model
-        cx = (bb.xmin + bb.width / 2) * w
-        cy = (bb.ymin + bb.height / 2) * h
-        side = max(bb.width * w, bb.height * h) * 1.9
+    for score, cx, cy, side in detections:
+        side = side * 1.9  # square crop around the detector box for the mesh model
         x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
         x1, y1 = int(round(cx + side / 2)), int(round(cy + side / 2))
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
@@ -129,7 +170,7 @@ def detect_faces(image: np.ndarray) -> list[Face]:
         pts[:, 2] /= s
         pts[:, 0] += cx0
         pts[:, 1] += cy0
-        faces.append(_face_from_points(pts, d.score[0] if d.score else 1.0))
+        faces.append(_face_from_points(pts, score))
     if not faces:
         # the detector missed (e.g. very large faces): let FaceMesh search the whole image
         with _lock:

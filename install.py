@@ -1,0 +1,73 @@
+"""Installs what sd-talking-head needs.
+
+Inside AUTOMATIC1111 / Forge the host runs this file at start-up with its ``launch`` module: only
+missing packages are installed, with versions compatible with the host, and torch, torchvision,
+gradio, numpy, pydantic and fastapi are never installed or upgraded.
+
+Standalone (fresh venv):  python install.py [--neural] [--test]
+  --neural  PyTorch 2.13.0 (CPU wheel) + safetensors + librosa for the SadTalker / Wav2Lip engines
+  --test    pytest and the test-only extras
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+# (import name, pip requirement). The lite engine needs only these; no torch.
+LITE = [
+    ("mediapipe", "mediapipe==0.10.21"),   # face detection + 478 landmarks, models inside the wheel; pins numpy<2
+    ("av", "av>=12"),                      # PyAV: audio decoding, H.264/AAC encoding
+    ("scipy", "scipy>=1.10"),
+    ("skimage", "scikit-image>=0.21"),     # bundled demo portrait, SSIM
+    ("onnxruntime", "onnxruntime>=1.16"),  # runs silero-vad's ONNX model
+    ("pocketsphinx", "pocketsphinx>=5.0"), # offline English recognition + forced alignment
+    ("PIL", "Pillow>=9"),
+    ("soundfile", "soundfile>=0.12"),
+]
+NO_DEPS = [("silero_vad", "silero-vad==6.2.3")]  # only its bundled ONNX file is used; its deps would pull torch
+NEURAL = [("safetensors", "safetensors>=0.4"), ("librosa", "librosa>=0.10")]
+TORCH = ("torch", "torch==2.13.0")  # pinned: an unpinned torch would download several GB of CUDA wheels
+TEST = [("pytest", "pytest>=7")]
+HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
+
+
+def _missing(items):
+    return [req for mod, req in items if importlib.util.find_spec(mod) is None]
+
+
+def install_in_host() -> None:
+    import launch  # the WebUI's installer helpers
+
+    for mod, req in LITE + NEURAL:
+        if req.split("=")[0].split(">")[0].strip() in HOST_OWNED:
+            continue
+        if not launch.is_installed(mod):
+            launch.run_pip(f"install \"{req}\"", f"sd-talking-head requirement: {req}")
+    for mod, req in NO_DEPS:
+        if not launch.is_installed(mod):
+            launch.run_pip(f"install --no-deps \"{req}\"", f"sd-talking-head requirement: {req}")
+
+
+def install_standalone(argv) -> None:
+    neural = "--neural" in argv
+    test = "--test" in argv
+    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    reqs = ["numpy<2"] + [req for _, req in LITE]
+    if neural:
+        reqs += [req for _, req in NEURAL]
+        if importlib.util.find_spec("torch") is None:
+            reqs.append(TORCH[1])
+    if test:
+        reqs += [req for _, req in TEST]
+    subprocess.check_call(pip + reqs)
+    subprocess.check_call(pip + ["--no-deps"] + [req for _, req in NO_DEPS])
+
+
+if __name__ == "__main__":
+    install_standalone(sys.argv[1:])
+else:
+    try:
+        install_in_host()
+    except ImportError:  # not inside the WebUI (e.g. imported by a tool): nothing to do
+        pass

@@ -1,0 +1,125 @@
+"""Command line: ``python -m sadtalker_ext {generate,demo,models}``.
+
+Errors the user can fix print one line (``error: ...``) and exit with status 2; ``--debug``
+shows the traceback instead. Ctrl-C stops the run, removes the partial output and exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+from ..errors import GenerationInterrupted, TalkingHeadError
+from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PREPROCESS, GenerateOptions
+
+
+def _add_generation_options(p: argparse.ArgumentParser) -> None:
+    d = GenerateOptions()
+    g = p.add_argument_group("generation")
+    g.add_argument("--engine", choices=ENGINES, default=d.engine, help="animator (default: %(default)s)")
+    g.add_argument("--preprocess", choices=PREPROCESS, default=d.preprocess, help="default: %(default)s")
+    g.add_argument("--size", type=int, default=d.size, help="256 or 512 (default: %(default)s)")
+    g.add_argument("--still", action="store_true", help="keep the head still (mouth, eyes and brows move)")
+    g.add_argument("--pose-style", type=int, default=d.pose_style, help="head-motion style 0..45")
+    g.add_argument("--expression-scale", type=float, default=d.expression_scale, help="0..3, scales face motion")
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed = same video")
+    g.add_argument("--face-index", type=int, default=d.face_index, help="which face, 0 = largest")
+    g.add_argument("--no-blinks", action="store_true", help="disable eye blinks")
+    g.add_argument("--phonemes", choices=PHONEME_SOURCES, default=d.phonemes,
+                   help="mouth shapes from pocketsphinx alignment (English) or acoustics")
+    g.add_argument("--transcript", default=None, help="text of the speech, for forced alignment")
+    g.add_argument("--lipsync", choices=LIPSYNC, default=d.lipsync, help="Wav2Lip lip refinement")
+    g.add_argument("--chunk-size", type=int, default=d.chunk_size, help="frames per streamed chunk")
+    g.add_argument("--crf", type=int, default=d.crf, help="H.264 quality 0..51 (lower is better)")
+    g.add_argument("--max-side", type=int, default=d.max_side, help="long-side cap of 'full' output, pixels")
+    g.add_argument("--checkpoints", default=None, help="folder with model files (neural engines)")
+
+
+def _options(args) -> GenerateOptions:
+    return GenerateOptions(
+        engine=args.engine, preprocess=args.preprocess, size=args.size, still=args.still,
+        pose_style=args.pose_style, expression_scale=args.expression_scale, seed=args.seed,
+        face_index=args.face_index, blinks=not args.no_blinks, phonemes=args.phonemes,
+        transcript=args.transcript, lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
+        max_side=args.max_side, checkpoints=args.checkpoints,
+    ).validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sadtalker_ext",
+                                description="Portrait + speech -> talking-head video.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = p.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="make a video from a portrait and speech")
+    gen.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP...)")
+    gen.add_argument("--audio", required=True, help="speech (wav/mp3/flac/ogg/m4a...)")
+    gen.add_argument("--out", required=True, help="output .mp4")
+    _add_generation_options(gen)
+    demo = sub.add_parser("demo", help="bundled inputs: astronaut photo + CMU ARCTIC a0007")
+    demo.add_argument("--out", default="demo.mp4", help="output .mp4 (default: %(default)s)")
+    _add_generation_options(demo)
+    from .models_cmd import add_parser as add_models
+    add_models(sub)
+    return p
+
+
+def demo_inputs():
+    """(astronaut image uint8 RGB, path of the bundled ARCTIC wav)."""
+    from skimage import data
+    wav = resources.files("sadtalker_ext") / "assets" / "arctic_a0007.wav"
+    return data.astronaut(), Path(str(wav))
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+    state = {"t": time.perf_counter()}
+
+    def progress(done, total, text, preview):
+        now = time.perf_counter()
+        if done == total or now - state["t"] > 0.5:
+            state["t"] = now
+            print(f"\r{text} ({100 * done // max(1, total)}%)", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+    return progress
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        if args.command == "models":
+            return args.func(args)
+        from ..pipeline import Callbacks, generate
+        opts = _options(args)
+        if args.command == "demo":
+            image, audio = demo_inputs()
+        else:
+            image, audio = args.image, args.audio
+        result = generate(image, audio, args.out, opts, callbacks=Callbacks(progress=_progress_printer(args.quiet)))
+        if not args.quiet:
+            print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s, "
+                  f"{result.size[0]}x{result.size[1]}, engine {result.engine}, {result.seconds:.1f} s)")
+        return 0
+    except KeyboardInterrupt:
+        print("\ninterrupted; no video was written", file=sys.stderr)
+        return 130
+    except GenerationInterrupted as exc:
+        print(f"interrupted: {exc.message}", file=sys.stderr)
+        return 130
+    except TalkingHeadError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
