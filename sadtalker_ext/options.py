@@ -6,7 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from .errors import OptionError
 
 ENGINES = ("auto", "lite", "sadtalker")
-PREPROCESS = ("crop", "resize", "full")
+PREPROCESS = ("crop", "resize", "full", "extcrop", "extfull")
+#: Preprocess modes only the SadTalker engine has (the official extended crops).
+SADTALKER_ONLY_PREPROCESS = ("extcrop", "extfull")
+PRECISIONS = ("fp32", "fp16", "bf16")
 PHONEME_SOURCES = ("auto", "acoustic", "pocketsphinx")
 LIPSYNC = ("auto", "none", "wav2lip")
 
@@ -26,6 +29,10 @@ class GenerateOptions:
         when installed, else acoustic), "acoustic", "pocketsphinx". transcript: text of the speech
         for forced alignment (optional). lipsync: "auto" (Wav2Lip when its checkpoint is present),
         "none", "wav2lip". crf: H.264 quality (0..51, lower = better).
+    Neural engines (sadtalker): batch_size: frames rendered per forward pass (1..64).
+        ref_eyeblink / ref_pose: path of a reference video whose eye blinks / head motion are
+        copied. device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps".
+        precision: "fp32", or "fp16" / "bf16" autocast of the renderer on CUDA.
     """
 
     engine: str = "auto"
@@ -45,6 +52,11 @@ class GenerateOptions:
     lipsync: str = "none"
     crf: int = 18
     checkpoints: str | None = None
+    batch_size: int = 2
+    ref_eyeblink: str | None = None
+    ref_pose: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
 
     def validate(self) -> "GenerateOptions":
         """Raise OptionError naming the first invalid option and its allowed values."""
@@ -71,6 +83,19 @@ class GenerateOptions:
         rng("chunk_size", 1, 256, int)
         rng("crf", 0, 51, int)
         rng("max_side", 256, 8192, int)
+        rng("batch_size", 1, 64, int)
+        choice("precision", PRECISIONS)
+        if self.engine == "lite" and self.preprocess in SADTALKER_ONLY_PREPROCESS:
+            raise OptionError(f"--preprocess {self.preprocess} needs --engine sadtalker; the lite "
+                              f"engine supports crop, resize and full")
+        for name in ("ref_eyeblink", "ref_pose"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v.strip()):
+                raise OptionError(f"--{name.replace('_', '-')} must be the path of a video file")
+        dev = self.device
+        if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda", "mps") or (
+                dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise OptionError(f"--device {dev!r} is not valid; use auto, cpu, cuda, cuda:N or mps")
         if self.fps != 25:
             raise OptionError("only 25 fps output is supported (the audio models are trained at 25 fps)")
         if self.transcript is not None and not isinstance(self.transcript, str):

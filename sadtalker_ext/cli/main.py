@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import GenerationInterrupted, TalkingHeadError
-from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PREPROCESS, GenerateOptions
+from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PRECISIONS, PREPROCESS, GenerateOptions
 
 
 def _add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,15 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crf", type=int, default=d.crf, help="H.264 quality 0..51 (lower is better)")
     g.add_argument("--max-side", type=int, default=d.max_side, help="long-side cap of 'full' output, pixels")
     g.add_argument("--checkpoints", default=None, help="folder with model files (neural engines)")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="frames rendered per forward pass, sadtalker engine (default: %(default)s)")
+    g.add_argument("--ref-eyeblink", default=None, metavar="VIDEO",
+                   help="copy eye blinks from this video (sadtalker engine)")
+    g.add_argument("--ref-pose", default=None, metavar="VIDEO",
+                   help="copy head motion from this video (sadtalker engine)")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="fp16/bf16 renderer autocast on CUDA (default: %(default)s)")
 
 
 def _options(args) -> GenerateOptions:
@@ -45,7 +54,9 @@ def _options(args) -> GenerateOptions:
         pose_style=args.pose_style, expression_scale=args.expression_scale, seed=args.seed,
         face_index=args.face_index, blinks=not args.no_blinks, phonemes=args.phonemes,
         transcript=args.transcript, lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
-        max_side=args.max_side, checkpoints=args.checkpoints,
+        max_side=args.max_side, checkpoints=args.checkpoints, batch_size=args.batch_size,
+        ref_eyeblink=args.ref_eyeblink, ref_pose=args.ref_pose, device=args.device,
+        precision=args.precision,
     ).validate()
 
 
