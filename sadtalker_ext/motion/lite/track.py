@@ -102,8 +102,13 @@ def make_motion(visemes: VisemeTrack, fps: float, *, seed: int = 0, pose_style: 
     blink = blink_track(T, fps, rng) if blinks else np.zeros(T, np.float32)
     energy = np.clip(visemes.open, 0, 1)
     from scipy.ndimage import gaussian_filter1d
-    brow = np.clip(gaussian_filter1d(energy.astype(np.float64), 4.0) * 0.6, 0, 1).astype(np.float32) if T > 1 \
-        else np.zeros(T, np.float32)
+    # brows rise on accents only: the fast loudness envelope above its slow trend
+    if T > 1:
+        e = energy.astype(np.float64)
+        accent = gaussian_filter1d(e, 2.0) - gaussian_filter1d(e, 12.0)
+        brow = np.clip(accent * 1.5, 0, 1).astype(np.float32)
+    else:
+        brow = np.zeros(T, np.float32)
     zeros = np.zeros(T, np.float32)
     if still:
         pose = {k: zeros for k in ("yaw", "pitch", "roll", "tx", "ty")}

@@ -221,7 +221,7 @@ class FaceModel:
             for i in iris:
                 disp[i] = (lo_c - P[i]) * blink * 0.85
         for b in T.RIGHT_BROW + T.LEFT_BROW:
-            disp[b] = -ey * brow * 0.09 * self.eye_distance
+            disp[b] = -ey * brow * 0.06 * self.eye_distance
         out = np.zeros((len(self.controls), 2))
         for j, v in enumerate(self.controls):
             if v in disp:
