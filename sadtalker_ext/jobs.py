@@ -1,0 +1,63 @@
+"""One generation job as the tab and the HTTP API run it: host lock, progress, interrupt, output
+file in the host's output folder, and a JSON sidecar with everything needed to reproduce it."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .errors import GenerationInterrupted
+from .host.base import Host
+from .options import GenerateOptions
+from .pipeline import Callbacks, Result, generate
+
+
+@dataclass
+class JobResult:
+    """A saved video: ``path`` (mp4), ``sidecar`` (json) and the pipeline's Result."""
+
+    path: Path
+    sidecar: Path
+    result: Result
+
+
+def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head") -> Path:
+    """A new, unused file name in the host's output folder: <date>-<time>-<engine>-<seed>.mp4."""
+    folder = host.output_dir()
+    base = time.strftime("%Y%m%d-%H%M%S") + f"-{options.engine}-{options.seed}"
+    for i in range(1000):
+        p = folder / f"{base}{'' if i == 0 else f'-{i}'}.mp4"
+        if not p.exists():
+            return p
+    raise FileExistsError(folder)
+
+
+def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
+            out: Path | None = None, stages=()) -> JobResult:
+    """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError."""
+    options = options.validate()
+    out = out or output_name(host, options)
+    with host.job("talking-head", 0):
+        def should_stop() -> bool:
+            return host.interrupted()
+
+        result = generate(image, audio, out, options,
+                          callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages)
+    sidecar = out.with_suffix(".json")
+    meta = {
+        "extension": "sd-talking-head", "version": __version__, "engine": result.engine,
+        "options": options.to_dict(), "seed": options.seed, "frames": result.num_frames,
+        "duration_s": result.duration, "size": list(result.size), "seconds": round(result.seconds, 3),
+        "info": {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool, list, dict))},
+        "source": source_info or {}, "python": platform.python_version(),
+    }
+    tmp = sidecar.with_name("." + sidecar.name + ".part")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(sidecar)
+    return JobResult(path=result.path, sidecar=sidecar, result=result)
+
+
+__all__ = ["JobResult", "run_job", "output_name", "GenerationInterrupted"]
