@@ -58,7 +58,7 @@ class MouthInterior:
         gaps = np.linalg.norm(P[T.LIPS_INNER_UPPER[3:8]] - P[T.LIPS_INNER_LOWER[3:8]], axis=1)
         self.src_gap = float(gaps.mean())
         inside = m_in > 0.95
-        self.teeth_rgb = np.array([228.0, 222.0, 210.0])
+        self.teeth_rgb = np.array([238.0, 232.0, 218.0])
         self.keep_source = False
         if self.src_gap > 0.05 * self.W and inside.sum() > 20:
             px = patch[inside]
@@ -114,7 +114,7 @@ class MouthInterior:
         cx = 0.5 * (Q[T.MOUTH_CORNERS_INNER[0], 0] + Q[T.MOUTH_CORNERS_INNER[1], 0]) - x0
         half = max(1.0, 0.5 * abs(Q[T.MOUTH_CORNERS_INNER[1], 0] - Q[T.MOUTH_CORNERS_INNER[0], 0]))
         u = (xs - cx) / half  # -1..1 across the mouth
-        lateral = np.clip(1.0 - 0.65 * u ** 2, 0.2, 1.0)
+        lateral = np.clip(1.0 - 0.5 * u ** 2, 0.3, 1.0)
         # cavity: dark at the back, a little lighter near the lips
         inside = (mask > 0).astype(np.uint8)
         dist = cv2.distanceTransform(inside, cv2.DIST_L2, 3) if inside.any() else np.zeros(shape, np.float32)
@@ -144,12 +144,16 @@ class MouthInterior:
         band = np.clip(band, 0, 1)
         if not band.any():
             return img
+        # teeth recede into the dark at the mouth corners
+        band = band * np.clip((1.0 - np.abs(u)) / 0.2, 0, 1)
         # separations between teeth: incisors ~0.09 W wide at the centre, narrower to the sides
         s = (xs - cx) / max(1.0, W)
         phase = np.sign(s) * (np.abs(s) / 0.09) ** 0.85
-        edge = np.abs(phase - np.round(phase))
-        groove = 1.0 - 0.3 * np.clip(1.0 - edge / 0.09, 0, 1)
-        col = self.teeth_rgb[None, None, :] * (brightness * lateral * groove)[..., None]
+        edge = np.abs(phase - np.round(phase))  # 0 at a separation, 0.5 mid-tooth
+        groove = 1.0 - 0.16 * np.clip(1.0 - edge / 0.06, 0, 1)
+        # each tooth is a little brighter in its middle (rounded enamel)
+        enamel = 0.94 + 0.06 * np.sin(np.pi * np.clip(edge * 2, 0, 1))
+        col = self.teeth_rgb[None, None, :] * (brightness * lateral * groove * enamel)[..., None]
         return img * (1 - band[..., None]) + col * band[..., None]
 
     def _overlay_source_teeth(self, img, Q, origin, shape):
