@@ -12,6 +12,7 @@ SADTALKER_ONLY_PREPROCESS = ("extcrop", "extfull")
 PRECISIONS = ("fp32", "fp16", "bf16")
 PHONEME_SOURCES = ("auto", "acoustic", "pocketsphinx")
 LIPSYNC = ("auto", "none", "wav2lip")
+RESTORERS = ("none", "gfpgan", "codeformer", "restoreformer")
 
 
 @dataclass
@@ -33,6 +34,12 @@ class GenerateOptions:
         ref_eyeblink / ref_pose: path of a reference video whose eye blinks / head motion are
         copied. device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps".
         precision: "fp32", or "fp16" / "bf16" autocast of the renderer on CUDA.
+    Lip-sync (Wav2Lip-UHQ stage): pads: (top, bottom, left, right) pixels added to the face box.
+        mouth_mask_dilate / face_mask_erode / mask_blur: pixels of lip-mask growth, face-oval
+        shrinkage and feathering. only_mouth: paste only the lips. restore: face restoration of the
+        refined region ("none", "gfpgan", "codeformer", "restoreformer"); restore_fidelity: 0..1
+        (CodeFormer). wav2lip_batch_size: frames per Wav2Lip forward (1..1024). lipsync_debug:
+        folder for the masks/crops of one frame (None: off).
     """
 
     engine: str = "auto"
@@ -57,6 +64,15 @@ class GenerateOptions:
     ref_pose: str | None = None
     device: str = "auto"
     precision: str = "fp32"
+    pads: tuple = (0, 10, 0, 0)
+    mouth_mask_dilate: float = 8.0
+    face_mask_erode: float = 4.0
+    mask_blur: float = 8.0
+    only_mouth: bool = False
+    restore: str = "none"
+    restore_fidelity: float = 0.5
+    wav2lip_batch_size: int = 16
+    lipsync_debug: str | None = None
 
     def validate(self) -> "GenerateOptions":
         """Raise OptionError naming the first invalid option and its allowed values."""
@@ -100,6 +116,18 @@ class GenerateOptions:
             raise OptionError("only 25 fps output is supported (the audio models are trained at 25 fps)")
         if self.transcript is not None and not isinstance(self.transcript, str):
             raise OptionError("--transcript must be text")
+        pads = self.pads
+        if (isinstance(pads, (str, bytes)) or not hasattr(pads, "__len__") or len(pads) != 4
+                or any(isinstance(p, bool) or not isinstance(p, int) or not -1024 <= p <= 1024 for p in pads)):
+            raise OptionError(f"--pads needs 4 integers top bottom left right in -1024..1024, got {pads!r}")
+        self.pads = tuple(pads)
+        for name in ("mouth_mask_dilate", "face_mask_erode", "mask_blur"):
+            rng(name, 0.0, 256.0)
+        choice("restore", RESTORERS)
+        rng("restore_fidelity", 0.0, 1.0)
+        rng("wav2lip_batch_size", 1, 1024, int)
+        if self.lipsync_debug is not None and (not isinstance(self.lipsync_debug, str) or not self.lipsync_debug.strip()):
+            raise OptionError("--lipsync-debug must be the path of a folder")
         return self
 
     def to_dict(self) -> dict:

@@ -74,10 +74,14 @@ def _as_audio(audio) -> AudioClip:
 
 def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
              callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
-             phoneme_events=None) -> Result:
+             phoneme_events=None, video=None) -> Result:
     """Make a talking-head video.
 
     image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
+    video: path of a video to lip-sync instead of an image (``image`` is then ignored, may be None):
+        its frames are looped forward-backward to the audio's length, its frame rate is kept and
+        its audio replaced (:class:`~sadtalker_ext.engines.video.VideoSourceEngine`).
+    The Wav2Lip lip-sync stage is appended to ``stages`` when ``options.lipsync`` asks for it.
     out: the .mp4 to write (written to a temporary name, renamed only on success).
     Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
     GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
@@ -86,10 +90,22 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     options = (options or GenerateOptions()).validate()
     callbacks = callbacks or Callbacks()
     clip = _as_audio(audio)
-    img = _as_image(image)
-    eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
-    num_frames = clip.num_frames(options.fps)
-    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=options.fps)
+    if video is not None:
+        from .engines.video import VideoSourceEngine
+        img = None
+        eng = engine or VideoSourceEngine(video)
+    else:
+        img = _as_image(image)
+        eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
+    fps = getattr(eng, "fps", None) or options.fps  # a video source keeps its own frame rate
+    num_frames = clip.num_frames(fps)
+    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps)
+    stages = list(stages)
+    if options.lipsync != "none":
+        from .lipsync.stage import lipsync_stage_for
+        lip = lipsync_stage_for(options)
+        if lip is not None:
+            stages.append(lip)
     if phoneme_events is not None:
         ctx.info["phoneme_events"] = phoneme_events
     _check_stop(callbacks)
@@ -101,7 +117,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         chunks = stage(chunks, ctx)
     size = eng.output_size(source)
     done = 0
-    with VideoWriter(out, size, options.fps, audio=clip.samples, sample_rate=clip.sample_rate,
+    with VideoWriter(out, size, fps, audio=clip.samples, sample_rate=clip.sample_rate,
                      crf=options.crf) as writer:
         for chunk in chunks:
             writer.write(chunk.frames)

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import GenerationInterrupted, TalkingHeadError
-from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PRECISIONS, PREPROCESS, GenerateOptions
+from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PRECISIONS, PREPROCESS, RESTORERS, GenerateOptions
 
 
 def _add_generation_options(p: argparse.ArgumentParser) -> None:
@@ -46,6 +46,17 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="fp16/bf16 renderer autocast on CUDA (default: %(default)s)")
+    w = p.add_argument_group("lip-sync (Wav2Lip-UHQ)")
+    w.add_argument("--pads", type=int, nargs=4, default=list(d.pads), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="pixels added to the face box (default: %(default)s)")
+    w.add_argument("--mouth-mask-dilate", type=float, default=d.mouth_mask_dilate, help="lip mask growth, px")
+    w.add_argument("--face-mask-erode", type=float, default=d.face_mask_erode, help="face oval shrinkage, px")
+    w.add_argument("--mask-blur", type=float, default=d.mask_blur, help="mask feathering, px")
+    w.add_argument("--only-mouth", action="store_true", help="paste only the lips, not the lower face")
+    w.add_argument("--restore", choices=RESTORERS, default=d.restore, help="face restoration of the refined region")
+    w.add_argument("--restore-fidelity", type=float, default=d.restore_fidelity, help="CodeFormer fidelity 0..1")
+    w.add_argument("--wav2lip-batch-size", type=int, default=d.wav2lip_batch_size, help="frames per Wav2Lip forward")
+    w.add_argument("--lipsync-debug", default=None, metavar="DIR", help="write the masks/crops of one frame here")
 
 
 def _options(args) -> GenerateOptions:
@@ -56,7 +67,10 @@ def _options(args) -> GenerateOptions:
         transcript=args.transcript, lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
         max_side=args.max_side, checkpoints=args.checkpoints, batch_size=args.batch_size,
         ref_eyeblink=args.ref_eyeblink, ref_pose=args.ref_pose, device=args.device,
-        precision=args.precision,
+        precision=args.precision, pads=tuple(args.pads), mouth_mask_dilate=args.mouth_mask_dilate,
+        face_mask_erode=args.face_mask_erode, mask_blur=args.mask_blur, only_mouth=args.only_mouth,
+        restore=args.restore, restore_fidelity=args.restore_fidelity,
+        wav2lip_batch_size=args.wav2lip_batch_size, lipsync_debug=args.lipsync_debug,
     ).validate()
 
 
@@ -67,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     sub = p.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="make a video from a portrait and speech")
-    gen.add_argument("--image", required=True, help="portrait (PNG/JPEG/WebP...)")
+    src = gen.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", help="portrait (PNG/JPEG/WebP...)")
+    src.add_argument("--video", help="a video to lip-sync instead of a portrait (re-talking)")
     gen.add_argument("--audio", required=True, help="speech (wav/mp3/flac/ogg/m4a...)")
     gen.add_argument("--out", required=True, help="output .mp4")
     _add_generation_options(gen)
@@ -110,11 +126,13 @@ def main(argv=None) -> int:
             return args.func(args)
         from ..pipeline import Callbacks, generate
         opts = _options(args)
+        video = None
         if args.command == "demo":
             image, audio = demo_inputs()
         else:
-            image, audio = args.image, args.audio
-        result = generate(image, audio, args.out, opts, callbacks=Callbacks(progress=_progress_printer(args.quiet)))
+            image, audio, video = args.image, args.audio, args.video
+        result = generate(image, audio, args.out, opts, callbacks=Callbacks(progress=_progress_printer(args.quiet)),
+                          video=video)
         if not args.quiet:
             print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s, "
                   f"{result.size[0]}x{result.size[1]}, engine {result.engine}, {result.seconds:.1f} s)")

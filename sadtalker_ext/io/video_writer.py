@@ -38,7 +38,7 @@ class VideoWriter:
         if w % 2 or h % 2 or w < 2 or h < 2:
             raise OptionError(f"video size must be even, got {w}x{h}")
         self.size = (w, h)
-        self.fps = int(fps)
+        self.fps = fps if isinstance(fps, int) else Fraction(fps).limit_denominator(1_001_000)
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise OutputError(f"output folder {parent} does not exist; create it or choose another --out")
@@ -51,7 +51,7 @@ class VideoWriter:
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
             vs.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
-            vs.codec_context.time_base = Fraction(1, self.fps)
+            vs.codec_context.time_base = 1 / Fraction(self.fps)
             self.vstream = vs
             self.astream = None
             if audio is not None and len(audio) > 0:
