@@ -19,15 +19,19 @@ def triangle_affines(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     dst, src: float [K, 3, 2] pixel coordinates. Returns float64 [K, 3, 2] ``A`` with
     ``src_xy = [x, y, 1] @ A``. Degenerate (zero-area) destination triangles get a translation.
     """
+    # closed-form inverse of each 3x3 [x y 1] matrix (rows a, b, c): inv = [b x c, c x a, a x b] / det.
+    # Vectorised arithmetic, no LAPACK call per frame (batched solve is slow under BLAS threading).
     K = dst.shape[0]
     D = np.concatenate([dst.astype(np.float64), np.ones((K, 3, 1))], axis=2)  # [K,3,3]
-    det = np.linalg.det(D)
+    a, b, c = D[:, 0], D[:, 1], D[:, 2]
+    bc, ca, ab = np.cross(b, c), np.cross(c, a), np.cross(a, b)
+    det = np.einsum("ki,ki->k", a, bc)
     ok = np.abs(det) > 1e-6
-    A = np.zeros((K, 3, 2))
-    if ok.any():
-        A[ok] = np.linalg.solve(D[ok], src[ok].astype(np.float64))
+    inv = np.stack([bc, ca, ab], axis=2) / np.where(ok, det, 1.0)[:, None, None]
+    A = np.einsum("kij,kjd->kid", inv, src.astype(np.float64))
     bad = ~ok
     if bad.any():
+        A[bad] = 0.0
         A[bad, 0, 0] = 1.0
         A[bad, 1, 1] = 1.0
         A[bad, 2, :] = (src[bad].mean(axis=1) - dst[bad].mean(axis=1))
