@@ -1,0 +1,642 @@
+"""The "Talking Head" tab: one gradio Blocks for AUTOMATIC1111 (gradio 3.41), Forge (gradio 4.40) and the
+standalone server (``python -m sadtalker_ext ui``).
+
+Layout: source image (upload, or sent from txt2img/img2img with its prompt) and speech (upload or
+microphone; text-to-speech when ``sadtalker_ext.audio.tts`` is installed) on the left; engine and every
+:class:`~sadtalker_ext.options.GenerateOptions` option (built by :mod:`.controls`), Generate / Interrupt,
+a progress line with a live preview frame, the output video and this session's history on the right; a
+model-status panel with one download button per model set below.
+
+Generation runs :func:`sadtalker_ext.jobs.run_job` in a worker thread; the Generate handler is a generator
+that polls the job's latest progress (frames, text, last rendered frame) and yields updates, so progress
+shows in both gradio versions without gradio's own progress API. Interrupt stops the run within one chunk
+and no file is left. Errors the user can fix (:class:`~sadtalker_ext.errors.TalkingHeadError`) show their
+one-line message in the tab; anything unexpected shows a one-line summary and is logged with its traceback.
+Optional parts (TTS, the img2img refinement panel, model status) are imported inside ``try`` blocks: when
+one fails the rest of the tab still works, and :func:`build_tab` falls back to a tab that shows the error
+and the fix if even the main tab cannot be built.
+
+Optional refinement panel contract (``sadtalker_ext/ui/refine_panel.py``, added by the refinement work):
+``build_refine_panel(prompt=<gr.Textbox>)`` (or without arguments), called inside the tab's layout. It may
+return an object with ``inputs`` (a list of components) and ``stages(host, *values) -> list`` (post stages
+for ``run_job(stages=...)``); anything else is shown but not wired into generation.
+
+TTS contract (``sadtalker_ext/audio/tts.py``): ``synthesize(text: str)`` returning an audio file path or an
+:class:`~sadtalker_ext.audio.decode.AudioClip`.
+"""
+from __future__ import annotations
+
+import html
+import importlib
+import importlib.util
+import inspect
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from ..options import ENGINES, GenerateOptions
+from . import compat
+from .controls import SECTIONS, initial_value, option_specs, to_options
+
+log = logging.getLogger(__name__)
+
+TAB_TITLE = "Talking Head"
+TAB_ID = "talking_head"
+#: Settings read from the host (A1111 "Talking Head" settings section).
+SETTING_MODELS_DIR = "talking_head_models_dir"
+SETTING_DEFAULT_ENGINE = "talking_head_default_engine"
+SETTING_PRECISION = "talking_head_precision"
+
+POLL_S = 0.25
+PREVIEW_SIDE = 256
+HISTORY_MAX = 50
+
+_last_ui: "TalkingHeadUI | None" = None
+
+
+# --------------------------------------------------------------------------------------------- helpers
+class JobHost:
+    """The host as one job sees it: records the latest progress and preview frame and adds a per-job
+    interrupt flag (set by the tab's Interrupt button) on top of ``host.interrupted()``. Everything else
+    is delegated to ``host``."""
+
+    def __init__(self, host):
+        self._host = host
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+        self.done = 0
+        self.total = 0
+        self.text = ""
+        self.preview: np.ndarray | None = None
+        self.version = 0
+
+    def __getattr__(self, name):
+        return getattr(self._host, name)
+
+    def progress(self, done: int, total: int, text: str = "", preview: np.ndarray | None = None) -> None:
+        with self._lock:
+            self.done, self.total, self.text = int(done), int(total), str(text)
+            if preview is not None:
+                self.preview = preview
+            self.version += 1
+        try:
+            self._host.progress(done, total, text, preview)
+        except Exception:  # the host's progress display must never break a run
+            log.debug("host progress failed", exc_info=True)
+
+    def interrupted(self) -> bool:
+        if self.stop.is_set():
+            return True
+        try:
+            return bool(self._host.interrupted())
+        except Exception:
+            return False
+
+    def snapshot(self) -> tuple:
+        with self._lock:
+            return self.version, self.done, self.total, self.text, self.preview
+
+
+def small_preview(frame: np.ndarray | None, side: int = PREVIEW_SIDE) -> np.ndarray | None:
+    """``frame`` (uint8 [H, W, 3]) subsampled so that its long side is at most about ``side`` pixels."""
+    if frame is None:
+        return None
+    frame = np.asarray(frame)
+    step = max(1, math.ceil(max(frame.shape[:2]) / side))
+    return np.ascontiguousarray(frame[::step, ::step, :3])
+
+
+def status_html(kind: str, text: str, done: int | None = None, total: int | None = None) -> str:
+    """The status line: kind is idle / running / done / error / interrupted; a bar when total > 0."""
+    bar = ""
+    if done is not None and total:
+        pct = max(0.0, min(100.0, 100.0 * done / total))
+        bar = (f'<div class="th-bar"><div class="th-bar-fill" style="width:{pct:.1f}%"></div></div>')
+    return f'<div class="th-status th-{kind}">{bar}<span>{html.escape(text)}</span></div>'
+
+
+def error_text(exc: BaseException) -> tuple:
+    """(status kind, one-line message) for an exception raised by a run."""
+    if isinstance(exc, GenerationInterrupted):
+        return "interrupted", "Interrupted: no video was written."
+    if isinstance(exc, TalkingHeadError):
+        return "error", f"Error: {exc.message}"
+    return "error", (f"Unexpected error ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); "
+                     "see the console for the traceback.")
+
+
+def _optional_module(name: str):
+    """Import ``name``; None when it is not there or fails to import (logged, never raised)."""
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        log.warning("optional part %s failed to import; the tab works without it", name, exc_info=True)
+        return None
+
+
+def _format_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if unit != "GB" else f"{n / scale:.2f} {unit}"
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------------------------- models
+def model_dirs_args(host, checkpoints: str | None = None) -> dict:
+    """Keyword arguments for :mod:`sadtalker_ext.models.locate` from the host and the form."""
+    explicit = (checkpoints or "").strip() or None
+    if explicit is None:
+        explicit = (host.setting(SETTING_MODELS_DIR, None) or "").strip() or None
+    try:
+        host_dir = host.models_dir()
+    except Exception:
+        host_dir = None
+    return {"checkpoints": explicit, "host_dir": host_dir}
+
+
+def models_html(host, checkpoints: str | None = None) -> str:
+    """The model-status panel: one row per registered file, where files go, which engines can run."""
+    try:
+        from ..models import locate
+        where = model_dirs_args(host, checkpoints)
+        dirs = locate.search_dirs(where["checkpoints"], where["host_dir"])
+        states = locate.status(None, dirs)
+        available = locate.available_engines(dirs)
+        target = locate.download_dir(where["checkpoints"], where["host_dir"])
+    except Exception as exc:  # the panel reports, it never breaks the tab
+        kind, text = error_text(exc)
+        return status_html("error", f"Model status unavailable: {text}")
+    rows = []
+    for s in states:
+        if s.present and s.state == locate.OK:
+            state = "present"
+        elif s.state == locate.MISSING:
+            state = "missing" if s.spec.required else "missing (optional)"
+        else:
+            state = s.state.replace("-", " ")
+        size = _format_size(s.size if s.size is not None else s.spec.display_size)
+        rows.append(f'<tr class="th-model-{html.escape(s.state)}"><td>{html.escape(s.name)}</td>'
+                    f"<td>{html.escape(s.engine)}</td><td>{size}</td><td>{html.escape(state)}</td>"
+                    f"<td>{html.escape(str(s.path) if s.path else '-')}</td></tr>")
+    folders = "".join(f"<li>{html.escape(str(d))}{'' if d.is_dir() else ' (does not exist)'}</li>"
+                      for d in dirs)
+    engines = ", ".join(["lite (no files needed)"] + available)
+    return (f'<div class="th-models"><p><b>Engines ready:</b> {html.escape(engines)}</p>'
+            '<table><thead><tr><th>file</th><th>set</th><th>size</th><th>status</th><th>path</th></tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table>'
+            f"<p>Put model files in <code>{html.escape(str(target))}</code> (or use a download button). "
+            f"Searched, in order:</p><ol>{folders}</ol></div>")
+
+
+def download_set(host, engine: str, checkpoints: str | None = None, progress=None) -> list:
+    """Download the default files of ``engine`` that are missing; returns the paths. Raises DownloadError."""
+    from ..models import locate, registry
+    from ..models.download import download
+    where = model_dirs_args(host, checkpoints)
+    dest = locate.download_dir(where["checkpoints"], where["host_dir"])
+    dirs = locate.search_dirs(where["checkpoints"], where["host_dir"])
+    paths = []
+    for spec in registry.default_downloads(engine):
+        found = locate.file_status(spec, dirs)
+        if found.state == locate.OK:
+            paths.append(found.path)
+            continue
+
+        def cb(done, total, _name=spec.name):
+            if progress is not None:
+                progress(_name, done, total)
+        paths.append(download(spec, dest, progress=cb))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- the tab
+class TalkingHeadUI:
+    """Builds the Blocks and holds the handlers (each handler is a plain method, testable without a browser)."""
+
+    def __init__(self, host):
+        self.host = host
+        self.specs = option_specs(self._host_defaults())
+        self.components: dict = {}
+        self.option_components: list = []
+        self.audio_components: list = []
+        self.tts = _optional_module("sadtalker_ext.audio.tts")
+        self.refine = None
+        self.refine_inputs: list = []
+        self._active: set = set()
+        self._active_lock = threading.Lock()
+
+    # -- defaults --------------------------------------------------------------------------------
+    def _host_defaults(self) -> GenerateOptions:
+        d = GenerateOptions()
+        engine = self.host.setting(SETTING_DEFAULT_ENGINE, None)
+        if engine in ENGINES:
+            d.engine = engine
+        precision = self.host.setting(SETTING_PRECISION, None)
+        if isinstance(precision, str) and precision in ("fp32", "fp16", "bf16"):
+            d.precision = precision
+        return d
+
+    def auto_engine_label(self) -> str:
+        try:
+            from ..engines import resolve_engine_name
+            where = model_dirs_args(self.host)
+            name = resolve_engine_name("auto", where["checkpoints"], where["host_dir"])
+            return f"auto = best available (now: {name})"
+        except Exception:
+            return "auto = best available"
+
+    # -- build -----------------------------------------------------------------------------------
+    def build(self):
+        gr = compat.gr()
+        c = self.components
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            with gr.Row(elem_id="th_main"):
+                with gr.Column(scale=1, elem_id="th_inputs"):
+                    c["image"] = compat.image_input("Source image", "th_image")
+                    c["prompt"] = compat.make("Textbox", label="Prompt (sent with the image; default "
+                                              "refinement prompt)", lines=2, elem_id="th_prompt",
+                                              placeholder="filled in by 'Send to Talking Head'")
+                    self.audio_components = compat.audio_inputs("Speech", "th_audio")
+                    c["tts_text"] = None
+                    if self.tts is not None:
+                        c["tts_text"] = compat.make("Textbox", label="Or type text to speak (TTS)", lines=3,
+                                                    elem_id="th_tts_text")
+                    self._build_refine_panel()
+                with gr.Column(scale=1, elem_id="th_settings"):
+                    self._build_options()
+                with gr.Column(scale=1, elem_id="th_outputs"):
+                    with gr.Row():
+                        c["generate"] = compat.make("Button", "Generate", variant="primary",
+                                                    elem_id="th_generate")
+                        c["interrupt"] = compat.make("Button", "Interrupt", variant="stop",
+                                                     elem_id="th_interrupt")
+                    c["status"] = compat.make("HTML", status_html("idle", "Ready."), elem_id="th_status")
+                    c["preview"] = compat.make("Image", label="Live preview", type="numpy", interactive=False,
+                                               elem_id="th_preview", height=256)
+                    c["video"] = compat.make("Video", label="Output video", interactive=False,
+                                             elem_id="th_video")
+                    c["history"] = compat.make("Gallery", label="This session's results (click to play)",
+                                               elem_id="th_history", columns=4, allow_preview=False)
+                    c["history_state"] = gr.State([])
+            with compat.make("Accordion", "Models", open=False, elem_id="th_models_acc"):
+                c["models"] = compat.make("HTML", models_html(self.host), elem_id="th_models")
+                with gr.Row():
+                    c["models_refresh"] = compat.make("Button", "Refresh", elem_id="th_models_refresh",
+                                                      size="sm")
+                    c["download_buttons"] = {}
+                    for name in self._model_sets():
+                        c["download_buttons"][name] = compat.make(
+                            "Button", f"Download {name} files", elem_id=f"th_download_{name}", size="sm")
+                c["download_status"] = compat.make("HTML", "", elem_id="th_download_status")
+            self._wire()
+        blocks.talking_head_ui = self
+        return blocks
+
+    def _model_sets(self) -> list:
+        try:
+            from ..models import registry
+            return list(registry.engine_names())
+        except Exception:
+            log.warning("model registry unavailable", exc_info=True)
+            return []
+
+    def _build_options(self):
+        gr = compat.gr()
+        by_section: dict = {}
+        for spec in self.specs:
+            by_section.setdefault(spec.section if spec.section in SECTIONS else "Other", []).append(spec)
+        made = {}
+        for section in SECTIONS:
+            specs = by_section.get(section, [])
+            if not specs:
+                continue
+            if section == "main":
+                for spec in specs:
+                    made[spec.name] = self._control(spec)
+            else:
+                with compat.make("Accordion", section, open=False,
+                                 elem_id="th_sec_" + "".join(ch for ch in section.lower() if ch.isalnum())):
+                    for spec in specs:
+                        made[spec.name] = self._control(spec)
+        self.option_components = [made[s.name] for s in self.specs]
+        del gr
+
+    def _control(self, spec):
+        common = dict(label=spec.label, elem_id=f"th_opt_{spec.name}")
+        if spec.info:
+            common["info"] = spec.info
+        if spec.name == "engine":
+            common["info"] = self.auto_engine_label()
+        value = initial_value(spec)
+        if spec.kind == "checkbox":
+            return compat.make("Checkbox", value=bool(value), **common)
+        if spec.kind == "dropdown":
+            choices = [str(ch) for ch in spec.choices]
+            if value is not None and value not in choices:
+                choices.append(value)
+            return compat.make("Dropdown", choices=choices, value=value, allow_custom_value=spec.custom,
+                               **common)
+        if spec.kind == "slider":
+            return compat.make("Slider", minimum=spec.minimum, maximum=spec.maximum, step=spec.step,
+                               value=value, **common)
+        if spec.kind == "number":
+            kw = {"precision": 0} if spec.integer else {}
+            if spec.minimum is not None:
+                kw["minimum"] = spec.minimum
+            if spec.maximum is not None:
+                kw["maximum"] = spec.maximum
+            return compat.make("Number", value=value, **kw, **common)
+        if spec.kind == "file":
+            common.pop("info", None)
+            return compat.file_input(file_types=["video"], **common)
+        lines = spec.lines if spec.lines > 1 else 1
+        return compat.make("Textbox", value=value, lines=lines, **common)
+
+    def _build_refine_panel(self):
+        mod = _optional_module("sadtalker_ext.ui.refine_panel")
+        if mod is None or not hasattr(mod, "build_refine_panel"):
+            return
+        try:
+            fn = mod.build_refine_panel
+            params = inspect.signature(fn).parameters
+            panel = fn(prompt=self.components["prompt"]) if "prompt" in params else fn()
+        except Exception:
+            log.warning("the img2img refinement panel failed to build; the tab works without it",
+                        exc_info=True)
+            return
+        inputs = list(getattr(panel, "inputs", None) or [])
+        if inputs and callable(getattr(panel, "stages", None)):
+            self.refine = panel
+            self.refine_inputs = inputs
+
+    def _wire(self):
+        c = self.components
+        extra = [c["tts_text"]] if c["tts_text"] is not None else []
+        self.gen_inputs = ([c["image"]] + self.audio_components + extra + [c["prompt"]]
+                           + self.option_components + self.refine_inputs + [c["history_state"]])
+        self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"]]
+        compat.listen(c["generate"].click, self.generate, self.gen_inputs, self.gen_outputs,
+                      show_progress=False)
+        compat.listen(c["interrupt"].click, self.interrupt, [], [c["status"]], queue=False,
+                      show_progress=False)
+        select_type = compat.select_data_type()
+
+        def pick(history, evt):
+            return self.select_history(history, evt.index)
+        pick.__annotations__ = {"evt": select_type}  # gradio passes SelectData to a parameter of that type
+        compat.listen(c["history"].select, pick, [c["history_state"]], [c["video"], c["status"]],
+                      show_progress=False)
+        ckpt = self._option_component("checkpoints")
+        ckpt_in = [ckpt] if ckpt is not None else []
+        compat.listen(c["models_refresh"].click, self.refresh_models, ckpt_in, [c["models"]],
+                      show_progress=False)
+        for name, button in c["download_buttons"].items():
+            def start(*values, _name=name):
+                yield from self.download(_name, *values)
+            compat.listen(button.click, start, ckpt_in, [c["download_status"], c["models"]],
+                          show_progress=False)
+
+    def _option_component(self, name: str):
+        for spec, comp in zip(self.specs, self.option_components):
+            if spec.name == name:
+                return comp
+        return None
+
+    # -- handlers --------------------------------------------------------------------------------
+    def _split_inputs(self, values: tuple) -> dict:
+        values = list(values)
+        out = {"image": values.pop(0)}
+        audios = [values.pop(0) for _ in self.audio_components]
+        out["audio"] = next((a for a in audios if a), None)
+        out["tts_text"] = values.pop(0) if self.components.get("tts_text") is not None else None
+        out["prompt"] = values.pop(0)
+        out["options"] = [values.pop(0) for _ in self.option_components]
+        out["refine"] = [values.pop(0) for _ in self.refine_inputs]
+        out["history"] = list(values.pop(0) or [])
+        return out
+
+    def generate(self, *values):
+        """Generator handler of Generate: yields (status, preview, video, gallery, history) updates."""
+        keep = compat.update()
+        v = self._split_inputs(values)
+        history = v["history"]
+        try:
+            image = v["image"]
+            if image is None:
+                raise InputError("add a source image (upload one, or use 'Send to Talking Head' in txt2img/img2img)")
+            audio = v["audio"]
+            tts_text = (v["tts_text"] or "").strip()
+            if audio is None and not tts_text:
+                raise InputError("add speech: upload an audio file, record one"
+                                 + (", or type text to speak" if self.tts is not None else ""))
+            checkpoints_default = model_dirs_args(self.host)["checkpoints"]
+            opts = to_options(self.specs, v["options"])
+            if opts.checkpoints is None and checkpoints_default:
+                opts.checkpoints = checkpoints_default
+            stages = list(self.refine.stages(self.host, *v["refine"])) if self.refine is not None else []
+        except Exception as exc:
+            kind, text = error_text(exc)
+            if not isinstance(exc, TalkingHeadError):
+                log.exception("talking head: bad input")
+            yield status_html(kind, text), keep, keep, keep, history
+            return
+
+        job = JobHost(self.host)
+        box: dict = {}
+        prompt = (v["prompt"] or "").strip()
+        source_info = {"prompt": prompt} if prompt else {}
+
+        def work():
+            try:
+                speech = audio
+                if speech is None:
+                    speech = self._synthesize(tts_text)
+                    source_info["tts_text"] = tts_text
+                from ..jobs import run_job
+                box["result"] = run_job(job, image, speech, opts, source_info=source_info, stages=stages)
+            except BaseException as exc:  # reported in the tab
+                box["error"] = exc
+
+        with self._active_lock:
+            self._active.add(job)
+        worker = threading.Thread(target=work, name="talking-head-job", daemon=True)
+        t0 = time.perf_counter()
+        worker.start()
+        seen = -1
+        try:
+            yield status_html("running", "Starting (waits while another generation is running)..."), \
+                None, None, keep, history
+            while worker.is_alive():
+                worker.join(POLL_S)
+                version, done, total, text, preview = job.snapshot()
+                if version != seen and worker.is_alive():
+                    seen = version
+                    msg = text or "Preparing (face, motion)..."
+                    yield (status_html("running", f"{msg} - {time.perf_counter() - t0:.0f} s", done, total),
+                           small_preview(preview) if preview is not None else keep, keep, keep, history)
+        finally:
+            with self._active_lock:
+                self._active.discard(job)
+        if "error" in box:
+            exc = box["error"]
+            if not isinstance(exc, TalkingHeadError):
+                log.error("talking head generation failed", exc_info=exc)
+            kind, text = error_text(exc)
+            yield status_html(kind, text), keep, None, keep, history
+            return
+        res = box["result"]
+        r = res.result
+        _, _, _, _, preview = job.snapshot()
+        caption = f"{res.path.name} - {r.duration:.1f} s - {r.engine}"
+        entry = {"path": str(res.path), "sidecar": str(res.sidecar), "caption": caption,
+                 "thumb": small_preview(preview, 128)}
+        history = ([entry] + history)[:HISTORY_MAX]
+        text = (f"Saved {res.path} ({r.num_frames} frames, {r.duration:.2f} s, {r.size[0]}x{r.size[1]}, "
+                f"engine {r.engine}, {r.seconds:.1f} s)")
+        yield (status_html("done", text, r.num_frames, r.num_frames), keep, str(res.path),
+               self.gallery_value(history), history)
+
+    def _synthesize(self, text: str):
+        if self.tts is None or not hasattr(self.tts, "synthesize"):
+            raise InputError("text-to-speech is not installed; upload or record speech instead")
+        return self.tts.synthesize(text)
+
+    @staticmethod
+    def gallery_value(history: list) -> list:
+        out = []
+        for h in history:
+            thumb = h.get("thumb")
+            if thumb is None:
+                thumb = np.zeros((64, 64, 3), np.uint8)
+            out.append((thumb, h.get("caption", "")))
+        return out
+
+    def interrupt(self):
+        """Interrupt handler: stops every run started from this tab (and the host's current job)."""
+        with self._active_lock:
+            jobs = list(self._active)
+        for job in jobs:
+            job.stop.set()
+        stop = getattr(self.host, "interrupt", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:
+                log.debug("host interrupt failed", exc_info=True)
+        if not jobs:
+            return status_html("idle", "Nothing is running.")
+        return status_html("interrupted", "Interrupting: the run stops after the current chunk...")
+
+    def select_history(self, history: list, index) -> tuple:
+        if isinstance(index, (list, tuple)):
+            index = index[0]
+        try:
+            entry = history[int(index)]
+        except (TypeError, ValueError, IndexError):
+            return compat.update(), compat.update()
+        path = entry.get("path")
+        if not path or not Path(path).is_file():
+            return None, status_html("error", f"Error: {path} no longer exists.")
+        return path, status_html("done", f"Playing {path}")
+
+    def refresh_models(self, checkpoints: str | None = None) -> str:
+        return models_html(self.host, checkpoints)
+
+    def download(self, engine: str, checkpoints: str | None = None):
+        """Generator handler of a download button: yields (download status, models panel)."""
+        keep = compat.update()
+        state = {"name": "", "done": 0, "total": None}
+        box: dict = {}
+
+        def progress(name, done, total):
+            state.update(name=name, done=done, total=total)
+
+        def work():
+            try:
+                box["paths"] = download_set(self.host, engine, checkpoints, progress)
+            except BaseException as exc:
+                box["error"] = exc
+
+        worker = threading.Thread(target=work, name="talking-head-download", daemon=True)
+        worker.start()
+        yield status_html("running", f"Downloading the {engine} files..."), keep
+        while worker.is_alive():
+            worker.join(0.5)
+            if worker.is_alive() and state["name"]:
+                total = state["total"]
+                text = (f"{state['name']}: {state['done'] / 1e6:.1f}"
+                        + (f" / {total / 1e6:.1f} MB" if total else " MB"))
+                yield status_html("running", text, state["done"], total or 0), keep
+        if "error" in box:
+            kind, text = error_text(box["error"])
+            yield status_html(kind, text), models_html(self.host, checkpoints)
+            return
+        names = ", ".join(Path(p).name for p in box["paths"]) or "nothing to do"
+        yield status_html("done", f"{engine}: {names}"), models_html(self.host, checkpoints)
+
+
+# --------------------------------------------------------------------------------------------- entry points
+def build_blocks(host):
+    """The tab's ``gr.Blocks`` for ``host`` (a :class:`~sadtalker_ext.host.base.Host`)."""
+    global _last_ui
+    ui = TalkingHeadUI(host)
+    blocks = ui.build()
+    _last_ui = ui
+    return blocks
+
+
+def error_blocks(exc: BaseException):
+    """A minimal tab that shows why the real one could not be built, and what to do."""
+    gr = compat.gr()
+    kind, text = error_text(exc)
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        compat.make("HTML", status_html("error", f"The Talking Head tab failed to load. {text} "
+                                        "Reinstall the extension's requirements (restart the WebUI, it runs "
+                                        "install.py) and check the console."), elem_id="th_load_error")
+    return blocks
+
+
+def build_tab(host):
+    """``(blocks, "Talking Head", "talking_head")`` for A1111's ``script_callbacks.on_ui_tabs``.
+
+    Never raises (except when gradio itself is missing): if the tab cannot be built, a tab showing the
+    error and the fix is returned instead, so the tab never vanishes.
+    """
+    try:
+        blocks = build_blocks(host)
+    except Exception as exc:
+        log.exception("talking head: the tab failed to build")
+        blocks = error_blocks(exc)
+    return blocks, TAB_TITLE, TAB_ID
+
+
+def send_to_targets() -> dict:
+    """Components of the most recently built tab that "Send to Talking Head" fills (for the host adapter).
+
+    Returns ``{"tabname": "talking_head", "image": <Image>, "prompt": <Textbox>, "fields": [(prompt,
+    "Prompt")]}`` — ``fields`` is in the form of A1111's ``infotext_utils.add_paste_fields``; the tab is
+    selected in the browser by the JS function ``switch_to_talking_head`` (javascript/talking_head.js).
+    Empty dict when no tab was built (e.g. it failed to load).
+    """
+    ui = _last_ui
+    if ui is None:
+        return {}
+    c = ui.components
+    return {"tabname": TAB_ID, "image": c["image"], "prompt": c["prompt"], "fields": [(c["prompt"], "Prompt")]}
+
+
+__all__ = ["build_tab", "build_blocks", "send_to_targets", "error_blocks", "TalkingHeadUI", "JobHost",
+           "models_html", "download_set", "status_html", "TAB_TITLE", "TAB_ID"]
