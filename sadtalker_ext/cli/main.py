@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(demo)
     from .models_cmd import add_parser as add_models
     add_models(sub)
+    ui = sub.add_parser("ui", help="serve the Talking Head web UI (and the HTTP API) without the WebUI")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    ui.add_argument("--port", type=int, default=7861, help="port (default: %(default)s)")
+    ui.add_argument("--output-dir", default="outputs/talking-head", help="where videos are saved "
+                    "(default: %(default)s)")
+    ui.add_argument("--models-dir", default=None, help="folder with model files (searched after "
+                    "$SADTALKER_CHECKPOINTS)")
     return p
 
 
@@ -124,6 +131,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "models":
             return args.func(args)
+        if args.command == "ui":
+            from ..ui.standalone import serve
+            serve(args.host, args.port, args.output_dir, models_dir=args.models_dir)
+            return 0
         from ..pipeline import Callbacks, generate
         opts = _options(args)
         video = None
