@@ -37,14 +37,20 @@ def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head"
 
 def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
             out: Path | None = None, stages=()) -> JobResult:
-    """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError."""
+    """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
+
+    A host with an ``engine_for(options)`` method (the WebUI adapter) supplies the engine, so that
+    its models folder is searched and loaded models are reused across runs.
+    """
     options = options.validate()
     out = out or output_name(host, options)
     with host.job("talking-head", 0):
         def should_stop() -> bool:
             return host.interrupted()
 
-        result = generate(image, audio, out, options,
+        engine_for = getattr(host, "engine_for", None)
+        engine = engine_for(options) if callable(engine_for) else None
+        result = generate(image, audio, out, options, engine=engine,
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages)
     sidecar = out.with_suffix(".json")
     meta = {
