@@ -28,7 +28,10 @@ LITE = [
 NO_DEPS = [("silero_vad", "silero-vad==6.2.3")]  # only its bundled ONNX file is used; its deps would pull torch
 NEURAL = [("safetensors", "safetensors>=0.4"), ("librosa", "librosa>=0.10")]
 TORCH = ("torch", "torch==2.13.0")  # pinned: an unpinned torch would download several GB of CUDA wheels
-TEST = [("pytest", "pytest>=7")]
+TEST = [("pytest", "pytest>=7"),
+        # the HTTP API's tests: the versions AUTOMATIC1111 v1.10 ships (FastAPI 0.94 + pydantic 1)
+        ("fastapi", "fastapi==0.94.0"), ("httpx", "httpx>=0.24,<0.28"),
+        ("multipart", "python-multipart>=0.0.9,<0.0.13")]
 HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
 
 
@@ -64,8 +67,19 @@ def install_standalone(argv) -> None:
     subprocess.check_call(pip + ["--no-deps"] + [req for _, req in NO_DEPS])
 
 
+def _run_by_webui(argv) -> bool:
+    """True when the WebUI runs this file: it starts ``python install.py`` without arguments and
+    with its own folder (``launch.py``, ``modules/``) on PYTHONPATH."""
+    if argv:
+        return False
+    return importlib.util.find_spec("launch") is not None and importlib.util.find_spec("modules") is not None
+
+
 if __name__ == "__main__":
-    install_standalone(sys.argv[1:])
+    if _run_by_webui(sys.argv[1:]):
+        install_in_host()
+    else:
+        install_standalone(sys.argv[1:])
 else:
     try:
         install_in_host()
