@@ -13,6 +13,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 PHONEME_SOURCES = ("auto", "acoustic", "pocketsphinx")
 LIPSYNC = ("auto", "none", "wav2lip")
 RESTORERS = ("none", "gfpgan", "codeformer", "restoreformer")
+REFINE_MODES = ("every", "keyframes")
 
 
 @dataclass
@@ -40,6 +41,10 @@ class GenerateOptions:
         refined region ("none", "gfpgan", "codeformer", "restoreformer"); restore_fidelity: 0..1
         (CodeFormer). wav2lip_batch_size: frames per Wav2Lip forward (1..1024). lipsync_debug:
         folder for the masks/crops of one frame (None: off).
+    img2img refinement (:mod:`sadtalker_ext.refine`): refine: keyframes JSON file path (or the
+        parsed JSON object / a KeyframeSchedule; None: off). refine_mode: "every" | "keyframes"
+        (None: the schedule's own). sd_checkpoint: SD model for standalone refinement (single-file
+        .safetensors/.ckpt or diffusers folder; None: the host's loaded model).
     """
 
     engine: str = "auto"
@@ -73,6 +78,9 @@ class GenerateOptions:
     restore_fidelity: float = 0.5
     wav2lip_batch_size: int = 16
     lipsync_debug: str | None = None
+    refine: object = None
+    refine_mode: str | None = None
+    sd_checkpoint: str | None = None
 
     def validate(self) -> "GenerateOptions":
         """Raise OptionError naming the first invalid option and its allowed values."""
@@ -128,6 +136,13 @@ class GenerateOptions:
         rng("wav2lip_batch_size", 1, 1024, int)
         if self.lipsync_debug is not None and (not isinstance(self.lipsync_debug, str) or not self.lipsync_debug.strip()):
             raise OptionError("--lipsync-debug must be the path of a folder")
+        if self.refine is not None and not (isinstance(self.refine, (dict, list)) or type(self.refine).__name__ == "KeyframeSchedule"
+                                            or (isinstance(self.refine, str) and self.refine.strip())):
+            raise OptionError("--refine must be the path of a keyframes JSON file")
+        if self.refine_mode is not None:
+            choice("refine_mode", REFINE_MODES)
+        if self.sd_checkpoint is not None and (not isinstance(self.sd_checkpoint, str) or not self.sd_checkpoint.strip()):
+            raise OptionError("--sd-checkpoint must be the path of a Stable Diffusion model file or folder")
         return self
 
     def to_dict(self) -> dict:
