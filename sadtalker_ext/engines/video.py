@@ -98,7 +98,8 @@ class VideoSourceEngine:
 
     Args:
         path: the input video (anything FFmpeg reads).
-        landmarks: detect face landmarks on every frame (needed by the lip-sync stage).
+        landmarks: detect face landmarks on every frame (needed by the lip-sync stage); None
+            (default): only when ``options.lipsync`` is not "none".
         buffer_bytes: how many bytes of decoded frames a looping video may keep in memory.
         detect: face detector (default mediapipe ``detect_faces``), replaceable for tests.
 
@@ -108,7 +109,7 @@ class VideoSourceEngine:
 
     name = "video"
 
-    def __init__(self, path, *, landmarks: bool = True, buffer_bytes: int = BUFFER_BYTES, detect=None):
+    def __init__(self, path, *, landmarks: Optional[bool] = None, buffer_bytes: int = BUFFER_BYTES, detect=None):
         self.path = Path(os.fspath(path))
         if not self.path.is_file():
             raise VideoError(f"video file not found: {self.path}; give the path of an existing video")
@@ -126,7 +127,7 @@ class VideoSourceEngine:
         self.fps = Fraction(rate).limit_denominator(1001 * 1000)
         self.width, self.height = int(w), int(h)
         self.estimated_frames = frames
-        self.landmarks = bool(landmarks)
+        self.landmarks = landmarks
         self.buffer_bytes = int(buffer_bytes)
         self._detect = detect
 
@@ -149,7 +150,8 @@ class VideoSourceEngine:
 
         step = ctx.options.chunk_size
         w, h = source.size
-        tracker = FaceTracker(source.face_index, detect=self._detect) if self.landmarks else None
+        detect = self.landmarks if self.landmarks is not None else ctx.options.lipsync != "none"
+        tracker = FaceTracker(source.face_index, detect=self._detect) if detect else None
         cache: dict = {}
         frames: List[np.ndarray] = []
         lms: List[np.ndarray] = []
