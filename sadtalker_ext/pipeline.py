@@ -81,7 +81,9 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     video: path of a video to lip-sync instead of an image (``image`` is then ignored, may be None):
         its frames are looped forward-backward to the audio's length, its frame rate is kept and
         its audio replaced (:class:`~sadtalker_ext.engines.video.VideoSourceEngine`).
-    The Wav2Lip lip-sync stage is appended to ``stages`` when ``options.lipsync`` asks for it.
+    The Wav2Lip lip-sync stage is appended to ``stages`` when ``options.lipsync`` asks for it, then
+    the img2img refinement stage (a RefineStage given in ``stages``, else the one ``options.refine``
+    asks for, with ``options.sd_checkpoint``), always last.
     out: the .mp4 to write (written to a temporary name, renamed only on success).
     Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
     GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
@@ -106,6 +108,15 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         lip = lipsync_stage_for(options)
         if lip is not None:
             stages.append(lip)
+    # img2img refinement runs last (after lip-sync): the caller's RefineStage, else options.refine's
+    refine_stages = [s for s in stages if getattr(s, "is_refine_stage", False)]
+    stages = [s for s in stages if not getattr(s, "is_refine_stage", False)]
+    if not refine_stages and getattr(options, "refine", None) is not None:
+        from .refine.stage import refine_stage_for
+        refine = refine_stage_for(options, portrait=image if isinstance(image, (str, os.PathLike)) else None,
+                                  should_stop=callbacks.should_stop)
+        refine_stages = [refine] if refine is not None else []
+    stages += refine_stages
     if phoneme_events is not None:
         ctx.info["phoneme_events"] = phoneme_events
     _check_stop(callbacks)
