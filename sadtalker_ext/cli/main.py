@@ -57,6 +57,14 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     w.add_argument("--restore-fidelity", type=float, default=d.restore_fidelity, help="CodeFormer fidelity 0..1")
     w.add_argument("--wav2lip-batch-size", type=int, default=d.wav2lip_batch_size, help="frames per Wav2Lip forward")
     w.add_argument("--lipsync-debug", default=None, metavar="DIR", help="write the masks/crops of one frame here")
+    r = p.add_argument_group("img2img refinement")
+    r.add_argument("--refine", default=None, metavar="KEYFRAMES_JSON",
+                   help="refine the frames with Stable Diffusion img2img under this keyframe schedule")
+    r.add_argument("--refine-mode", choices=("every", "keyframes"), default=None,
+                   help="img2img on every frame (batched) or on keyframes only, carried by optical flow "
+                        "(default: the schedule's, else keyframes)")
+    r.add_argument("--sd-checkpoint", default=None, metavar="PATH",
+                   help="SD model for refinement: .safetensors/.ckpt or diffusers folder")
 
 
 def _options(args) -> GenerateOptions:
@@ -71,6 +79,8 @@ def _options(args) -> GenerateOptions:
         face_mask_erode=args.face_mask_erode, mask_blur=args.mask_blur, only_mouth=args.only_mouth,
         restore=args.restore, restore_fidelity=args.restore_fidelity,
         wav2lip_batch_size=args.wav2lip_batch_size, lipsync_debug=args.lipsync_debug,
+        refine=getattr(args, "refine", None), refine_mode=getattr(args, "refine_mode", None),
+        sd_checkpoint=getattr(args, "sd_checkpoint", None),
     ).validate()
 
 
