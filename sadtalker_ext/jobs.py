@@ -40,7 +40,9 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
     """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
 
     A host with an ``engine_for(options)`` method (the WebUI adapter) supplies the engine, so that
-    its models folder is searched and loaded models are reused across runs.
+    its models folder is searched and loaded models are reused across runs. ``options.refine``
+    runs its img2img refinement on the host's model (``host.img2img``) unless ``options``
+    names an ``sd_checkpoint`` or ``stages`` already holds a refinement stage.
     """
     options = options.validate()
     out = out or output_name(host, options)
@@ -50,6 +52,14 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
 
         engine_for = getattr(host, "engine_for", None)
         engine = engine_for(options) if callable(engine_for) else None
+        stages = list(stages)
+        if getattr(options, "refine", None) is not None and not any(
+                getattr(s, "is_refine_stage", False) for s in stages):
+            from .refine.stage import refine_stage_for
+            refine = refine_stage_for(options, host=host, should_stop=should_stop,
+                                      portrait=image if isinstance(image, (str, Path)) else None)
+            if refine is not None:
+                stages.append(refine)
         result = generate(image, audio, out, options, engine=engine,
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages)
     sidecar = out.with_suffix(".json")
