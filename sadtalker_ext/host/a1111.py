@@ -1,0 +1,638 @@
+"""The AUTOMATIC1111 WebUI (v1.10.x) and Forge adapter: the only module that imports ``modules.*``.
+
+:class:`A1111Host` implements :class:`~sadtalker_ext.host.base.Host` on the WebUI's own machinery:
+
+* models folder: ``--talking-head-models-dir`` (``preload.py``), else the "Models folder" setting,
+  else ``<models_path>/SadTalker``; output folder: the "Output folder" setting (default
+  ``outputs/talking-head``; relative paths are inside the WebUI's data folder, ``--data-dir``);
+* settings: ``shared.opts`` ("Talking Head" section, keys ``talking_head_*``, see :data:`SETTINGS`);
+* a generation is a WebUI job: :meth:`A1111Host.job` holds ``modules.call_queue.queue_lock`` (so it
+  never runs on the GPU beside txt2img/img2img), brackets the run with ``shared.state.begin/end``
+  and registers a task with ``modules.progress``; :meth:`A1111Host.progress` writes frames
+  done/total into ``shared.state`` (``job_count`` 1, ``job_no`` 0, ``sampling_step`` /
+  ``sampling_steps``), ``textinfo`` and ``current_image`` (a PIL preview), which is what
+  ``/sdapi/v1/progress`` and the WebUI's progress bar read; :meth:`A1111Host.interrupted` is
+  ``shared.state.interrupted`` (the WebUI's Interrupt button);
+* img2img with the loaded Stable Diffusion model through ``StableDiffusionProcessingImg2Img`` +
+  ``process_images``; face restoration through ``modules.face_restoration.restore_faces``;
+* engines are cached across runs in a small registry (:func:`cached_engine`) unless the "Keep
+  models loaded" setting is off; :func:`release_models` drops them; after a failed run the CUDA
+  cache is emptied.
+
+:func:`register` wires the extension into the WebUI (called by ``scripts/talking_head.py``): the
+tab (``on_ui_tabs``; a tab showing the error and its fix when the UI cannot be built), the settings
+(``on_ui_settings``), the HTTP API (``on_app_started``) and the "Send to Talking Head" buttons
+beside the txt2img/img2img results (``on_after_component`` + ``modules.infotext_utils``).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import html
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from .base import Img2ImgRequest
+
+log = logging.getLogger(__name__)
+
+TAB_TITLE = "Talking Head"
+TAB_ID = "talking_head"
+SECTION = ("talking_head", "Talking Head")
+DEFAULT_OUTPUT_DIR = os.path.join("outputs", "talking-head")
+ENGINE_CHOICES = ["auto", "lite", "sadtalker"]
+PRECISION_CHOICES = ["fp32", "fp16", "bf16"]
+
+#: The extension's settings: key -> (default, label, note).
+SETTINGS: Dict[str, Tuple[Any, str, str]] = {
+    "talking_head_models_dir": (
+        "", "Models folder (SadTalker / Wav2Lip files)",
+        "empty: models/SadTalker; the --talking-head-models-dir flag overrides this"),
+    "talking_head_output_dir": (
+        DEFAULT_OUTPUT_DIR, "Output folder for videos and their JSON sidecars",
+        "relative paths are inside the WebUI's data folder"),
+    "talking_head_default_engine": (
+        "auto", "Default engine", "auto: SadTalker when its model files and PyTorch are present, else lite"),
+    "talking_head_precision": (
+        "fp16", "Precision of the neural renderer on CUDA GPUs", "the CPU always computes in fp32"),
+    "talking_head_keep_models_loaded": (
+        True, "Keep models loaded between runs", "off: free the memory after every video"),
+}
+
+#: import name -> pip name, for the fix shown when an import fails.
+_PIP_NAMES = {"cv2": "opencv-python", "PIL": "Pillow", "skimage": "scikit-image", "av": "av",
+              "soundfile": "soundfile", "mediapipe": "mediapipe==0.10.21", "scipy": "scipy",
+              "onnxruntime": "onnxruntime", "pocketsphinx": "pocketsphinx", "librosa": "librosa",
+              "safetensors": "safetensors", "silero_vad": "silero-vad==6.2.3"}
+
+
+# ------------------------------------------------------------------------------------------------
+# engine cache
+# ------------------------------------------------------------------------------------------------
+
+_ENGINES: Dict[tuple, Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def cached_engine(name: str, checkpoints: Optional[str], host_dir: Optional[Path], *, keep: bool = True):
+    """The engine for ``name`` ("auto" resolved), reused across runs while ``keep`` is true.
+
+    Keyed by (resolved engine, checkpoints folder, host models folder). Raises OptionError for an
+    unknown engine, DependencyError when the SadTalker engine has no PyTorch.
+    """
+    from ..engines import get_engine, resolve_engine_name
+
+    resolved = resolve_engine_name(name, checkpoints, host_dir)
+    if not keep:
+        return get_engine(resolved, checkpoints=checkpoints, host_dir=host_dir)
+    key = (resolved, str(checkpoints or ""), str(host_dir or ""))
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = get_engine(resolved, checkpoints=checkpoints, host_dir=host_dir)
+            _ENGINES[key] = engine
+        return engine
+
+
+def release_models() -> None:
+    """Forget cached engines and the modules' own model caches, then free the CUDA cache.
+
+    The next run loads its models again. Modules that were never imported are left alone (this
+    never imports torch or an engine just to release it).
+    """
+    with _ENGINES_LOCK:
+        _ENGINES.clear()
+    for module_name, func in (("sadtalker_ext.engines.sadtalker", "release_models"),
+                              ("sadtalker_ext.models.loading", "clear_cache")):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, func):
+            getattr(module, func)()
+    gc.collect()
+    free_cuda_cache()
+
+
+def free_cuda_cache() -> None:
+    """``torch.cuda.empty_cache()`` when torch is loaded and sees a CUDA GPU (else nothing)."""
+    if "torch" not in sys.modules:  # nothing of ours ever touched the GPU
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------------
+# the host
+# ------------------------------------------------------------------------------------------------
+
+def _optional_module(name: str):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _round8(v: int) -> int:
+    """Up to a multiple of 8 (Stable Diffusion's latent stride)."""
+    return max(8, (int(v) + 7) // 8 * 8)
+
+
+class A1111Host:
+    """:class:`~sadtalker_ext.host.base.Host` inside AUTOMATIC1111 WebUI v1.10.x or Forge."""
+
+    def __init__(self):
+        self.name = "forge" if importlib.util.find_spec("modules_forge") is not None else "a1111"
+        #: id of the WebUI task of the running job (for ``/internal/progress``), else None.
+        self.current_task_id: Optional[str] = None
+
+    # -- folders and settings ------------------------------------------------------------------
+    @staticmethod
+    def _resolve(path: str) -> Path:
+        from modules import paths
+
+        p = Path(os.path.expanduser(str(path)))
+        return p if p.is_absolute() else Path(paths.data_path) / p
+
+    def models_dir(self) -> Path:
+        """``--talking-head-models-dir``, else the "Models folder" setting, else ``<models_path>/SadTalker``."""
+        from modules import paths, shared
+
+        flag = getattr(shared.cmd_opts, "talking_head_models_dir", None)
+        if flag:
+            return Path(os.path.expanduser(flag))
+        configured = self.setting("talking_head_models_dir", "")
+        if configured:
+            return self._resolve(configured)
+        return Path(paths.models_path) / "SadTalker"
+
+    def output_dir(self) -> Path:
+        """The "Output folder" setting (created); relative paths are inside the data folder."""
+        folder = self._resolve(self.setting("talking_head_output_dir", "") or DEFAULT_OUTPUT_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        """``shared.opts.<key>``, or ``default`` when the setting is unknown or None."""
+        from modules import shared
+
+        opts = getattr(shared, "opts", None)
+        if opts is None:
+            return default
+        try:
+            value = getattr(opts, key)
+        except AttributeError:
+            return default
+        return default if value is None else value
+
+    # -- progress, interrupt, job ----------------------------------------------------------------
+    def progress(self, done: int, total: int, text: str = "", preview: Optional[np.ndarray] = None) -> None:
+        """Frames ``done`` of ``total`` into ``shared.state`` (+ ``textinfo`` and a PIL preview)."""
+        from modules import shared
+
+        state = shared.state
+        total = max(int(total), 0)
+        done = max(int(done), 0)
+        state.job_count = 1  # img2img inside a run changes these; progress = done / total again
+        state.job_no = 0
+        state.sampling_steps = total
+        state.sampling_step = min(done, total) if total else done
+        state.textinfo = text or f"{TAB_TITLE}: frame {done}/{total}"
+        if preview is not None:
+            self._set_preview(state, preview)
+
+    @staticmethod
+    def _set_preview(state, frame: np.ndarray) -> None:
+        from PIL import Image
+
+        from ..io.image import to_rgb8
+
+        image = Image.fromarray(to_rgb8(frame))
+        if max(image.size) > 512:  # the progress APIs re-encode it on every poll
+            image.thumbnail((512, 512))
+        assign = getattr(state, "assign_current_image", None)
+        if assign is not None:
+            assign(image)
+        else:  # WebUI versions before assign_current_image
+            state.current_image = image
+            state.id_live_preview = getattr(state, "id_live_preview", 0) + 1
+
+    def interrupted(self) -> bool:
+        """True once the WebUI's (or our tab's) Interrupt was pressed during this job."""
+        from modules import shared
+
+        return bool(getattr(shared.state, "interrupted", False))
+
+    def interrupt(self) -> None:
+        """Ask the running job to stop (``shared.state.interrupt()``); it stops within one chunk."""
+        from modules import shared
+
+        shared.state.interrupt()
+
+    @contextlib.contextmanager
+    def job(self, name: str, total: int) -> Iterator[None]:
+        """One generation as a WebUI job.
+
+        Holds ``call_queue.queue_lock`` for the whole run (do not call this from a function wrapped
+        with ``wrap_gradio_gpu_call``: that lock is not re-entrant), calls ``shared.state.begin`` /
+        ``end``, registers a ``modules.progress`` task, frees the CUDA cache after an error, and
+        releases the models afterwards when "Keep models loaded" is off.
+        """
+        from modules import call_queue, shared
+
+        progress = _optional_module("modules.progress")
+        task_id = f"task(talking-head-{uuid.uuid4().hex[:12]})"
+        if progress is not None:
+            progress.add_task_to_queue(task_id)
+        with call_queue.queue_lock:
+            state = shared.state
+            try:
+                state.begin(job=name)
+            except TypeError:  # WebUI versions whose begin() takes no job name
+                state.begin()
+                state.job = name
+            state.job_count = 1
+            state.job_no = 0
+            state.sampling_step = 0
+            state.sampling_steps = max(int(total), 0)
+            state.textinfo = f"{TAB_TITLE}: starting"
+            if progress is not None:
+                progress.start_task(task_id)
+            self.current_task_id = task_id
+            failed = False
+            try:
+                yield
+            except BaseException:
+                failed = True
+                raise
+            finally:
+                try:
+                    state.end()
+                finally:
+                    self.current_task_id = None
+                    if progress is not None:
+                        progress.finish_task(task_id)
+                    if not self.setting("talking_head_keep_models_loaded", True):
+                        release_models()
+                    elif failed:
+                        gc.collect()
+                        free_cuda_cache()
+
+    def engine_for(self, options):
+        """The engine for a run (see :func:`cached_engine`); used by :func:`sadtalker_ext.jobs.run_job`."""
+        keep = bool(self.setting("talking_head_keep_models_loaded", True))
+        return cached_engine(options.engine, options.checkpoints, self.models_dir(), keep=keep)
+
+    # -- img2img and face restoration ---------------------------------------------------------------
+    def img2img(self, request: Img2ImgRequest) -> np.ndarray:
+        """img2img/inpainting of ``request.images`` with the WebUI's loaded model.
+
+        Every image of a call gets the same seed (``request.seed``, or one random seed for the
+        call when -1) so that consecutive video frames are repainted alike. Images that share a
+        mask (or have none) are batched, ``request.extra["max_batch"]`` (default 4) at a time.
+        ``request.extra`` may also set ``width``/``height`` (processing size; default: the image
+        size rounded up to a multiple of 8), ``scheduler``, ``inpaint_full_res`` (default True: only
+        the masked area, with ``inpaint_full_res_padding``), ``inpainting_fill`` (default 1:
+        original), ``resize_mode`` (0) and ``restore_faces`` (False).
+
+        Call this inside :meth:`job` (it does not take the queue lock itself). Returns uint8 RGB
+        [n, H, W, 3] at the input size. Raises InputError for malformed arrays and
+        GenerationInterrupted when the WebUI interrupted the run.
+        """
+        from PIL import Image
+
+        from modules import processing, shared
+
+        images = np.asarray(request.images)
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(images) == 0:
+            raise InputError(f"img2img needs uint8 RGB images [n, H, W, 3], got {images.dtype} {images.shape}")
+        n, h, w = images.shape[:3]
+        masks = None
+        if request.mask is not None:
+            masks = np.asarray(request.mask)
+            if masks.ndim == 2:
+                masks = np.broadcast_to(masks, (n, h, w))
+            if masks.shape != (n, h, w):
+                raise InputError(f"img2img mask must be [n, H, W] = {(n, h, w)}, got {masks.shape}")
+            masks = masks.astype(np.uint8)
+        extra = dict(request.extra or {})
+        width = int(extra.get("width") or _round8(w))
+        height = int(extra.get("height") or _round8(h))
+        seed = int(request.seed) if request.seed is not None and int(request.seed) >= 0 \
+            else random.randrange(4294967294)
+        max_batch = max(1, int(extra.get("max_batch", 4)))
+        out = np.empty_like(images)
+        outdir = (getattr(shared.opts, "outdir_samples", "") or getattr(shared.opts, "outdir_img2img_samples", "")
+                  or str(self.output_dir()))
+        for group in self._mask_groups(masks, n):
+            for start in range(0, len(group), max_batch):
+                idx = group[start:start + max_batch]
+                mask_img = None if masks is None else Image.fromarray(masks[idx[0]], mode="L")
+                p = processing.StableDiffusionProcessingImg2Img(
+                    sd_model=shared.sd_model, outpath_samples=outdir, outpath_grids=outdir,
+                    prompt=request.prompt, negative_prompt=request.negative_prompt,
+                    seed=[seed] * len(idx), sampler_name=request.sampler, scheduler=extra.get("scheduler"),
+                    batch_size=len(idx), n_iter=1, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
+                    width=width, height=height, restore_faces=bool(extra.get("restore_faces", False)),
+                    tiling=False, do_not_save_samples=True, do_not_save_grid=True,
+                    denoising_strength=float(request.denoising_strength),
+                    init_images=[Image.fromarray(images[i]) for i in idx],
+                    resize_mode=int(extra.get("resize_mode", 0)), mask=mask_img,
+                    mask_blur=int(request.mask_blur), inpainting_fill=int(extra.get("inpainting_fill", 1)),
+                    inpaint_full_res=bool(extra.get("inpaint_full_res", True)),
+                    inpaint_full_res_padding=int(request.inpaint_full_res_padding),
+                )
+                try:
+                    processed = processing.process_images(p)
+                finally:
+                    close = getattr(p, "close", None)
+                    if close is not None:
+                        close()
+                results = self._pick_images(processed, len(idx))
+                for i, image in zip(idx, results):
+                    image = image.convert("RGB")
+                    if image.size != (w, h):
+                        image = image.resize((w, h), Image.LANCZOS)
+                    out[i] = np.asarray(image)
+        return out
+
+    @staticmethod
+    def _mask_groups(masks: Optional[np.ndarray], n: int) -> List[List[int]]:
+        if masks is None:
+            return [list(range(n))]
+        groups: List[List[int]] = []
+        for i in range(n):
+            if groups and np.array_equal(masks[groups[-1][0]], masks[i]):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        return groups
+
+    def _pick_images(self, processed, n: int) -> list:
+        """The n result images of a Processed (skipping a grid and interleaved masks/composites)."""
+        body = list(processed.images)[int(getattr(processed, "index_of_first_image", 0) or 0):]
+        if self.interrupted() or len(body) < n:
+            raise GenerationInterrupted("generation was interrupted; no video was written")
+        if len(body) % n == 0:
+            return body[::len(body) // n]
+        return body[:n]
+
+    def restore_faces(self, image: np.ndarray) -> np.ndarray:
+        """The WebUI's configured face restorer (CodeFormer/GFPGAN) on one uint8 RGB image."""
+        from modules import face_restoration
+
+        from ..io.image import to_rgb8
+
+        restored = face_restoration.restore_faces(to_rgb8(image))
+        return np.ascontiguousarray(np.asarray(restored, dtype=np.uint8))
+
+
+_HOST: Optional[A1111Host] = None
+
+
+def get_host() -> A1111Host:
+    """The process-wide :class:`A1111Host`."""
+    global _HOST
+    if _HOST is None:
+        _HOST = A1111Host()
+    return _HOST
+
+
+# ------------------------------------------------------------------------------------------------
+# settings, API auth
+# ------------------------------------------------------------------------------------------------
+
+def _on_keep_loaded_changed() -> None:
+    if not get_host().setting("talking_head_keep_models_loaded", True):
+        release_models()
+
+
+def on_ui_settings() -> None:
+    """Register the "Talking Head" settings section (see :data:`SETTINGS`)."""
+    from modules import shared
+
+    try:
+        import gradio as gr
+        radio = gr.Radio
+    except ImportError:  # pragma: no cover - the WebUI always has gradio
+        radio = None
+    items = {}
+    for key, (default, label, note) in SETTINGS.items():
+        component, args, onchange = None, None, None
+        if key == "talking_head_default_engine":
+            component, args = radio, {"choices": ENGINE_CHOICES}
+        elif key == "talking_head_precision":
+            component, args = radio, {"choices": PRECISION_CHOICES}
+        elif key == "talking_head_keep_models_loaded":
+            onchange = _on_keep_loaded_changed
+        info = shared.OptionInfo(default, label, component, args if component else None, onchange=onchange)
+        items[key] = info.info(note) if note else info
+    for key, info in shared.options_section(SECTION, items).items():
+        shared.opts.add_option(key, info)
+
+
+def api_credentials() -> Optional[Dict[str, str]]:
+    """Users allowed on our API routes: ``--api-auth`` ("user:pass,user2:pass2"); when only the UI
+    is protected (``--gradio-auth`` / ``--gradio-auth-path``) those users, so the API is never more
+    open than the UI. None when neither is set."""
+    from modules import shared
+
+    from ..api.auth import parse_credentials
+
+    opts = shared.cmd_opts
+    spec = getattr(opts, "api_auth", None)
+    if not spec:
+        parts = [getattr(opts, "gradio_auth", None) or ""]
+        auth_path = getattr(opts, "gradio_auth_path", None)
+        if auth_path and os.path.isfile(auth_path):
+            with open(auth_path, encoding="utf8") as f:
+                parts += [line.strip() for line in f if line.strip()]
+        spec = ",".join(p for p in parts if p)
+    return parse_credentials(spec) if spec else None
+
+
+def on_app_started(demo, app) -> None:
+    """Mount ``/talking-head/v1/*`` on the WebUI's FastAPI app, behind :func:`api_credentials`."""
+    from .. import api
+
+    api.mount(app, get_host(), auth=api_credentials())
+
+
+# ------------------------------------------------------------------------------------------------
+# the tab, its error fallback, and "Send to Talking Head"
+# ------------------------------------------------------------------------------------------------
+
+def _fix_for(exc: BaseException) -> str:
+    if isinstance(exc, ImportError):
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if missing and missing != "sadtalker_ext":
+            pip_name = _PIP_NAMES.get(missing, missing)
+            return (f"The Python package '{missing}' is missing: restart the WebUI so that the "
+                    f"extension's install.py installs it, or run '<webui python> -m pip install "
+                    f"{pip_name}' and restart.")
+        return ("The extension's files are incomplete: update or reinstall sd-talking-head "
+                "(Extensions tab -> Check for updates) and restart the WebUI.")
+    if isinstance(exc, TalkingHeadError):
+        return exc.message
+    return ("Restart the WebUI; if this persists, update sd-talking-head and report the details "
+            "below.")
+
+
+def error_tab(exc: BaseException, what: str = "the Talking Head tab could not be built"):
+    """A (blocks, title, elem_id) tab that shows ``exc`` in one line, how to fix it, and the traceback."""
+    import gradio as gr
+
+    message = " ".join(f"{type(exc).__name__}: {exc}".split())
+    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        gr.HTML(
+            f"<div id='talking_head_error'><h3>Talking Head: {html.escape(what)}</h3>"
+            f"<p><b>Error:</b> {html.escape(message)}</p>"
+            f"<p><b>Fix:</b> {html.escape(_fix_for(exc))}</p>"
+            f"<details><summary>Details</summary><pre>{html.escape(details)}</pre></details></div>")
+    return blocks, TAB_TITLE, TAB_ID
+
+
+class _SendTo:
+    """State of one UI build: the results galleries, generation infos and our buttons."""
+
+    def __init__(self):
+        self.galleries: Dict[str, Any] = {}
+        self.infotexts: Dict[str, Any] = {}
+        self.buttons: List[Tuple[str, Any]] = []
+
+    def clear(self):
+        self.__init__()
+
+
+_SEND_TO = _SendTo()
+_SOURCE_TABS = ("txt2img", "img2img")
+
+
+def _first_infotext(generation_info: str) -> str:
+    """The infotext of the first image of a generation_info JSON (what the WebUI shows first)."""
+    try:
+        info = json.loads(generation_info or "")
+        texts = info.get("infotexts") or []
+        first = int(info.get("index_of_first_image", 0) or 0)
+        return texts[first] if first < len(texts) else (texts[0] if texts else "")
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return ""
+
+
+def _new_button(tab: str):
+    kwargs = dict(elem_id=f"{tab}_send_to_{TAB_ID}", tooltip="Send image and prompt to the Talking Head tab.")
+    try:
+        from modules.ui_components import ToolButton
+        return ToolButton("\U0001f5e3\ufe0f", **kwargs)
+    except Exception:  # WebUI without ToolButton: a plain small button
+        import gradio as gr
+        kwargs.pop("tooltip")
+        return gr.Button("\U0001f5e3\ufe0f", elem_classes=["tool"], **kwargs)
+
+
+def on_after_component(component, **kwargs) -> None:
+    """Add a "Send to Talking Head" button after each results panel's "Send to extras" button and
+    remember the gallery and generation info it sends from (wired in :func:`on_ui_tabs`)."""
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    if not elem_id:
+        return
+    for tab in _SOURCE_TABS:
+        if elem_id == f"{tab}_gallery":
+            _SEND_TO.galleries[tab] = component
+        elif elem_id == f"{tab}_send_to_extras":
+            _SEND_TO.buttons.append((tab, _new_button(tab)))
+        elif elem_id == f"generation_info_{tab}":
+            import gradio as gr
+            hidden = gr.Textbox(visible=False, elem_id=f"{tab}_{TAB_ID}_infotext")
+            component.change(fn=_first_infotext, inputs=[component], outputs=[hidden])
+            _SEND_TO.infotexts[tab] = hidden
+
+
+def _hide_send_buttons() -> None:
+    for _, button in _SEND_TO.buttons:
+        button.visible = False
+
+
+def _targets(ui) -> Optional[Dict[str, Any]]:
+    func = getattr(ui, "send_to_targets", None)
+    targets = func() if callable(func) else None
+    if targets is None:
+        return None
+    if not isinstance(targets, dict):
+        targets = {k: getattr(targets, k, None) for k in ("image", "prompt", "negative_prompt")}
+    return targets if targets.get("image") is not None else None
+
+
+def _connect_send_to(ui) -> int:
+    """Bind our buttons to the tab's image/prompt components; returns how many were bound."""
+    targets = _targets(ui)
+    if targets is None or not _SEND_TO.buttons:
+        _hide_send_buttons()
+        return 0
+    infotext_utils = _optional_module("modules.infotext_utils") or \
+        importlib.import_module("modules.generation_parameters_copypaste")
+    fields = [(targets[k], label) for k, label in (("prompt", "Prompt"), ("negative_prompt", "Negative prompt"))
+              if targets.get(k) is not None]
+    infotext_utils.add_paste_fields(TAB_ID, targets["image"], fields)
+    bound = 0
+    for tab, button in _SEND_TO.buttons:
+        gallery = _SEND_TO.galleries.get(tab)
+        if gallery is None:
+            button.visible = False
+            continue
+        infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
+            paste_button=button, tabname=TAB_ID, source_image_component=gallery,
+            source_text_component=_SEND_TO.infotexts.get(tab)))
+        bound += 1
+    return bound
+
+
+def on_ui_tabs():
+    """The tab (``sadtalker_ext.ui.build_tab``); an error tab when it cannot be built. Never raises."""
+    try:
+        try:
+            from .. import ui
+            result = ui.build_tab(get_host())
+        except Exception as exc:
+            log.exception("sd-talking-head: building the tab failed")
+            _hide_send_buttons()
+            return [error_tab(exc)]
+        tabs = [result] if isinstance(result, tuple) else list(result)
+        try:
+            _connect_send_to(ui)
+        except Exception:
+            log.exception("sd-talking-head: 'Send to Talking Head' buttons are disabled")
+            _hide_send_buttons()
+        return tabs
+    finally:
+        _SEND_TO.clear()
+
+
+def register() -> None:
+    """Register every WebUI callback of the extension (called once per script load)."""
+    from modules import script_callbacks
+
+    _SEND_TO.clear()
+    script_callbacks.on_ui_settings(on_ui_settings)
+    script_callbacks.on_after_component(on_after_component)
+    script_callbacks.on_ui_tabs(on_ui_tabs)
+    script_callbacks.on_app_started(on_app_started)
+
+
+__all__ = ["A1111Host", "get_host", "register", "release_models", "cached_engine", "free_cuda_cache",
+           "error_tab", "api_credentials", "SETTINGS", "TAB_ID", "TAB_TITLE"]

@@ -1,0 +1,567 @@
+"""The WebUI adapter (sadtalker_ext/host/a1111.py, scripts/talking_head.py, install.py host mode)
+against tests/host_double, a double of AUTOMATIC1111 v1.10.1's ``modules`` surface.
+
+The double is checked against the transcribed v1.10.1 names (host_double/manifest.py) always, and
+against a real WebUI when SD_WEBUI_DIR points at an installed checkout (skipped otherwise).
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import runpy
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sadtalker_ext.audio.decode import AudioClip
+from sadtalker_ext.engines.base import FrameChunk
+from sadtalker_ext.errors import GenerationInterrupted, InputError
+from sadtalker_ext.host.base import Img2ImgRequest
+from sadtalker_ext.options import GenerateOptions
+
+REPO = Path(__file__).resolve().parents[1]
+DOUBLE = REPO / "tests" / "host_double"
+HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
+
+
+def _drop_double_modules():
+    for name in list(sys.modules):
+        if name == "modules" or name.startswith("modules.") or name in ("launch", "manifest"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def webui(tmp_path, monkeypatch):
+    """A fresh double of the WebUI importable as ``modules``; yields (shared, a1111 module)."""
+    data = tmp_path / "webui-data"
+    data.mkdir()
+    monkeypatch.setenv("HOST_DOUBLE_DATA_DIR", str(data))
+    _drop_double_modules()
+    sys.path.insert(0, str(DOUBLE))
+    from modules import infotext_utils, script_callbacks, shared
+
+    import sadtalker_ext.host.a1111 as a1111
+
+    script_callbacks.clear_callbacks()
+    infotext_utils.reset()
+    a1111._HOST = None
+    a1111.release_models()
+    try:
+        yield shared, a1111
+    finally:
+        a1111._HOST = None
+        a1111.release_models()
+        sys.path.remove(str(DOUBLE))
+        _drop_double_modules()
+
+
+class FakeEngine:
+    """Renders ``chunk_size`` grey frames per chunk; records chunks and what it saw of the host."""
+
+    name = "fake"
+
+    def __init__(self, interrupt_at: int | None = None, size: int = 64):
+        self.chunks = 0
+        self.interrupt_at = interrupt_at
+        self.size = size
+        self.lock_held = []
+        self.jobs = []
+
+    def prepare(self, image, options):
+        return image
+
+    def output_size(self, source):
+        return (self.size, self.size)
+
+    def motion(self, source, ctx):
+        return None
+
+    def frames(self, source, motion, ctx):
+        from modules import call_queue, shared
+
+        n, step = ctx.num_frames, ctx.options.chunk_size
+        for start in range(0, n, step):
+            self.lock_held.append(call_queue.queue_lock.locked())
+            self.jobs.append(shared.state.job)
+            if self.interrupt_at is not None and self.chunks == self.interrupt_at:
+                shared.state.interrupt()  # the user presses Interrupt while this chunk renders
+            self.chunks += 1
+            k = min(step, n - start)
+            frames = np.full((k, self.size, self.size, 3), 40 + 4 * self.chunks, np.uint8)
+            yield FrameChunk(start=start, frames=frames)
+
+
+def _silence(seconds=1.0, rate=16000):
+    return AudioClip(np.zeros(int(seconds * rate), np.float32), rate, "silence")
+
+
+# ------------------------------------------------------------------------------------------------
+# the double itself
+# ------------------------------------------------------------------------------------------------
+
+def test_double_matches_v1_10_1_names(webui):
+    import manifest
+
+    problems = []
+    for module_name, spec in manifest.SIGNATURES.items():
+        problems += manifest.check(importlib.import_module(module_name), spec)
+    assert problems == []
+    # the checker does catch a drifted double
+    from modules import processing
+    assert manifest.check(processing, {"process_images": ["p", "extra"]}) != []
+    assert manifest.check(processing, {"nope": None}) == ["modules.processing.nope is missing"]
+
+
+@pytest.mark.skipif(not os.environ.get("SD_WEBUI_DIR"),
+                    reason="set SD_WEBUI_DIR to an installed AUTOMATIC1111 WebUI to compare the double with it")
+def test_real_webui_matches_v1_10_1_names():
+    script = ("import importlib, json, sys; sys.path.insert(0, sys.argv[1]); import manifest; "
+              "out = [];\n"
+              "for m, spec in manifest.SIGNATURES.items(): out += manifest.check(importlib.import_module(m), spec)\n"
+              "print(json.dumps(out))")
+    webui_dir = os.environ["SD_WEBUI_DIR"]
+    proc = subprocess.run([sys.executable, "-c", script, str(DOUBLE)], cwd=webui_dir, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "PYTHONPATH": webui_dir})
+    if proc.returncode != 0:
+        pytest.skip(f"the WebUI at {webui_dir} does not import here: {proc.stderr.strip().splitlines()[-1:]}")
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# settings, folders, flags
+# ------------------------------------------------------------------------------------------------
+
+def test_settings_section_and_folders(webui):
+    shared, a1111 = webui
+    from modules import paths
+
+    a1111.on_ui_settings()
+    labels = shared.opts.data_labels
+    for key, (default, label, _) in a1111.SETTINGS.items():
+        assert labels[key].section == ("talking_head", "Talking Head")
+        assert labels[key].default == default and labels[key].label == label
+        assert shared.opts.data[key] == default
+    assert labels["talking_head_default_engine"].component_args == {"choices": ["auto", "lite", "sadtalker"]}
+    assert labels["talking_head_precision"].default == "fp16"
+
+    host = a1111.get_host()
+    assert host.setting("talking_head_default_engine") == "auto"
+    assert host.setting("no_such_setting", 7) == 7
+    assert host.output_dir() == Path(paths.data_path) / "outputs" / "talking-head"
+    assert host.output_dir().is_dir()
+    assert host.models_dir() == Path(paths.models_path) / "SadTalker"
+
+    shared.opts.talking_head_output_dir = "vids"
+    shared.opts.talking_head_models_dir = "/srv/models/th"
+    assert host.output_dir() == Path(paths.data_path) / "vids"
+    assert host.models_dir() == Path("/srv/models/th")
+    shared.cmd_opts.talking_head_models_dir = "/flag/dir"  # --talking-head-models-dir wins
+    assert host.models_dir() == Path("/flag/dir")
+
+
+def test_preload_adds_models_dir_flag(webui):
+    from modules import cmd_args
+
+    preload = runpy.run_path(str(REPO / "preload.py"))
+    preload["preload"](cmd_args.parser)
+    args = cmd_args.parser.parse_args(["--talking-head-models-dir", "/m"])
+    assert args.talking_head_models_dir == "/m"
+
+
+def test_api_credentials_from_flags(webui):
+    shared, a1111 = webui
+    assert a1111.api_credentials() is None
+    shared.cmd_opts.gradio_auth = "ui:pw"
+    assert a1111.api_credentials() == {"ui": "pw"}  # never more open than the UI
+    shared.cmd_opts.api_auth = "alice:s3:cret, bob:x"
+    assert a1111.api_credentials() == {"alice": "s3:cret", "bob": "x"}
+
+
+# ------------------------------------------------------------------------------------------------
+# jobs: lock, progress, interrupt, outputs, engine cache
+# ------------------------------------------------------------------------------------------------
+
+def test_job_holds_queue_lock_and_reports_progress(webui, monkeypatch):
+    shared, a1111 = webui
+    from modules import call_queue, progress
+    from sadtalker_ext.jobs import run_job
+
+    engine = FakeEngine()
+    host = a1111.get_host()
+    monkeypatch.setattr(type(host), "engine_for", lambda self, options: engine)
+    seen = []
+    original = host.progress
+
+    def spy(done, total, text="", preview=None):
+        original(done, total, text, preview)
+        st = shared.state
+        seen.append((done, total, st.sampling_step, st.sampling_steps, st.textinfo, st.current_image,
+                     st.double_progress(), progress.current_task, call_queue.queue_lock.locked()))
+    monkeypatch.setattr(host, "progress", spy)
+
+    job = run_job(host, np.full((64, 64, 3), 128, np.uint8), _silence(1.0),
+                  GenerateOptions(engine="lite", chunk_size=5))
+    assert engine.chunks == 5 and all(engine.lock_held) and set(engine.jobs) == {"talking-head"}
+    assert [s[0] for s in seen] == [5, 10, 15, 20, 25]
+    for done, total, step, steps, text, image, frac, task, locked in seen:
+        assert (step, steps) == (done, 25) and f"{done}/25" in text and locked
+        assert image is not None and image.size == (64, 64)
+        assert frac == pytest.approx(done / 25)
+        assert task is not None and task.startswith("task(talking-head-")
+    assert shared.state.double_events == [("begin", "talking-head"), ("end", "talking-head")]
+    assert not call_queue.queue_lock.locked()
+    assert progress.current_task is None and seen[0][7] in progress.finished_tasks
+    assert job.path.parent == host.output_dir() and job.path.is_file() and job.sidecar.is_file()
+    assert json.loads(job.sidecar.read_text())["frames"] == 25
+
+
+def test_job_waits_for_a_running_txt2img(webui, monkeypatch):
+    shared, a1111 = webui
+    from modules import call_queue
+    from sadtalker_ext.jobs import run_job
+
+    host = a1111.get_host()
+    engine = FakeEngine()
+    monkeypatch.setattr(type(host), "engine_for", lambda self, options: engine)
+    call_queue.queue_lock.acquire()  # txt2img is running
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (run_job(host, np.zeros((64, 64, 3), np.uint8), _silence(0.4),
+                                                      GenerateOptions(chunk_size=5)), done.set()))
+    worker.start()
+    try:
+        assert not done.wait(0.5) and engine.chunks == 0  # blocked behind the WebUI's job
+    finally:
+        call_queue.queue_lock.release()
+    worker.join(30)
+    assert done.is_set() and engine.chunks == 2
+
+
+def test_interrupt_stops_within_one_chunk_and_leaves_nothing(webui, monkeypatch):
+    shared, a1111 = webui
+    from modules import call_queue
+    from sadtalker_ext.jobs import run_job
+
+    host = a1111.get_host()
+    engine = FakeEngine(interrupt_at=1)
+    monkeypatch.setattr(type(host), "engine_for", lambda self, options: engine)
+    with pytest.raises(GenerationInterrupted):
+        run_job(host, np.zeros((64, 64, 3), np.uint8), _silence(2.0), GenerateOptions(chunk_size=5))
+    assert engine.chunks == 2  # interrupted during chunk 1: stopped right after it (of 10)
+    assert list(host.output_dir().iterdir()) == []  # no video, no sidecar, no partial file
+    assert not call_queue.queue_lock.locked()
+    assert shared.state.double_events[-1] == ("end", "talking-head")
+
+
+def test_engine_cache_release_and_cuda_cleanup(webui, monkeypatch):
+    shared, a1111 = webui
+    a1111.on_ui_settings()
+    host = a1111.get_host()
+    opts = GenerateOptions(engine="lite")
+    first = host.engine_for(opts)
+    assert host.engine_for(opts) is first and first.name == "lite"
+    a1111.release_models()
+    assert host.engine_for(opts) is not first
+
+    calls = {"release": 0, "cuda": 0}
+    monkeypatch.setattr(a1111, "release_models", lambda: calls.__setitem__("release", calls["release"] + 1))
+    monkeypatch.setattr(a1111, "free_cuda_cache", lambda: calls.__setitem__("cuda", calls["cuda"] + 1))
+    with pytest.raises(RuntimeError):
+        with host.job("talking-head", 10):
+            raise RuntimeError("CUDA out of memory")
+    assert calls == {"release": 0, "cuda": 1}  # after an error: empty the CUDA cache
+    shared.opts.talking_head_keep_models_loaded = False
+    assert host.engine_for(opts) is not host.engine_for(opts)  # no cache
+    with host.job("talking-head", 10):
+        pass
+    assert calls["release"] == 1  # models released after every job
+
+
+# ------------------------------------------------------------------------------------------------
+# img2img and face restoration
+# ------------------------------------------------------------------------------------------------
+
+def _frames(n=3, h=60, w=68, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_img2img_passes_the_webui_arguments(webui):
+    shared, a1111 = webui
+    from modules import processing
+
+    images = _frames()
+    mask = np.zeros((3, 60, 68), np.uint8)
+    mask[:, 20:40, 10:50] = 255
+    req = Img2ImgRequest(images=images, prompt="portrait of an astronaut", negative_prompt="blurry",
+                         denoising_strength=0.35, cfg_scale=5.5, steps=12, sampler="DPM++ 2M", seed=1234,
+                         mask=mask, mask_blur=6, inpaint_full_res_padding=40)
+    out = a1111.get_host().img2img(req)
+    assert len(processing.double_calls) == 1  # same mask: one batch
+    p = processing.double_calls[0]
+    assert isinstance(p, processing.StableDiffusionProcessingImg2Img)
+    assert p.sd_model is shared.sd_model
+    assert [im.size for im in p.init_images] == [(68, 60)] * 3
+    assert np.array_equal(np.asarray(p.init_images[1]), images[1])
+    assert p.image_mask.mode == "L" and np.array_equal(np.asarray(p.image_mask), mask[0])
+    assert (p.denoising_strength, p.cfg_scale, p.steps, p.sampler_name) == (0.35, 5.5, 12, "DPM++ 2M")
+    assert p.seed == [1234] * 3 and p.batch_size == 3 and p.n_iter == 1  # one seed for every frame
+    assert (p.width, p.height) == (72, 64)  # rounded up to multiples of 8
+    assert (p.mask_blur_x, p.mask_blur_y) == (6, 6)
+    assert p.inpaint_full_res is True and p.inpaint_full_res_padding == 40 and p.inpainting_fill == 1
+    assert p.do_not_save_samples and p.do_not_save_grid
+    assert (p.prompt, p.negative_prompt) == ("portrait of an astronaut", "blurry")
+    # the double inverts what img2img repaints: inside the mask only, output at the input size
+    assert out.shape == images.shape and out.dtype == np.uint8
+    inside = mask.astype(bool)
+    assert np.array_equal(out[inside], 255 - images[inside])
+    assert np.array_equal(out[~inside], images[~inside])
+
+
+def test_img2img_batches_masks_results_and_interrupt(webui):
+    shared, a1111 = webui
+    from modules import processing
+
+    host = a1111.get_host()
+    images = _frames(5)
+    masks = np.zeros((5, 60, 68), np.uint8)
+    for i in range(5):
+        masks[i, 10 + i:30 + i, 10:30] = 255
+    shared.opts.return_mask = True  # the WebUI then interleaves the masks with the results
+    out = host.img2img(Img2ImgRequest(images=images, mask=masks, seed=-1, extra={"max_batch": 2}))
+    assert len(processing.double_calls) == 5  # a different mask per frame: one call each
+    seeds = {p.seed[0] for p in processing.double_calls}
+    assert len(seeds) == 1  # seed -1: one random seed shared by all frames
+    for i in range(5):
+        inside = masks[i].astype(bool)
+        assert np.array_equal(out[i][inside], 255 - images[i][inside])
+        assert np.array_equal(out[i][~inside], images[i][~inside])
+
+    processing.double_calls.clear()
+    out = host.img2img(Img2ImgRequest(images=images, extra={"max_batch": 2, "inpaint_full_res": False}))
+    assert [p.batch_size for p in processing.double_calls] == [2, 2, 1]
+    assert out.shape == images.shape  # resized back from 72x64
+    with pytest.raises(InputError):
+        host.img2img(Img2ImgRequest(images=images.astype(np.float32)))
+    shared.state.interrupt()
+    with pytest.raises(GenerationInterrupted):
+        host.img2img(Img2ImgRequest(images=images))
+
+
+def test_restore_faces_uses_the_configured_restorer(webui):
+    shared, a1111 = webui
+    from modules import face_restoration
+
+    class PlusOne(face_restoration.FaceRestoration):
+        def name(self):
+            return "CodeFormer"
+
+        def restore(self, np_image):
+            return np_image + 1
+
+    img = _frames(1)[0] // 2
+    assert np.array_equal(a1111.get_host().restore_faces(img), img)  # none configured: unchanged
+    shared.face_restorers.append(PlusOne())
+    assert np.array_equal(a1111.get_host().restore_faces(img), img + 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/talking_head.py: the tab, its error fallback, send-to
+# ------------------------------------------------------------------------------------------------
+
+def _load_script():
+    runpy.run_path(str(REPO / "scripts" / "talking_head.py"), run_name="talking_head_script")
+
+
+def _tab_html(blocks) -> str:
+    return " ".join(str(getattr(b, "value", "")) for b in blocks.blocks.values())
+
+
+def test_script_registers_every_callback(webui):
+    from modules import script_callbacks
+
+    _load_script()
+    cm = script_callbacks.callback_map
+    assert [len(cm[k]) for k in ("callbacks_ui_tabs", "callbacks_ui_settings", "callbacks_app_started",
+                                 "callbacks_after_component")] == [1, 1, 1, 1]
+    script_callbacks.ui_settings_callback()
+    from modules import shared
+    assert "talking_head_output_dir" in shared.opts.data_labels
+    assert script_callbacks.double_errors == []
+
+
+def test_tab_shows_the_error_when_the_ui_cannot_be_imported(webui, monkeypatch):
+    pytest.importorskip("gradio")
+    import sadtalker_ext
+    from modules import script_callbacks
+
+    monkeypatch.delattr(sadtalker_ext, "ui", raising=False)
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", None)  # "import sadtalker_ext.ui" fails
+    _load_script()
+    tabs = script_callbacks.ui_tabs_callback()
+    assert script_callbacks.double_errors == []
+    assert [t[1:] for t in tabs] == [("Talking Head", "talking_head")]
+    text = _tab_html(tabs[0][0])
+    assert "ModuleNotFoundError" in text and "sadtalker_ext.ui" in text and "Fix:" in text and "reinstall" in text
+
+
+def test_tab_shows_a_missing_package_and_its_fix(webui, monkeypatch):
+    pytest.importorskip("gradio")
+    import types
+
+    import sadtalker_ext
+    from modules import script_callbacks
+
+    fake = types.ModuleType("sadtalker_ext.ui")
+
+    def build_tab(host):
+        raise ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe")
+    fake.build_tab = build_tab
+    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    _load_script()
+    tabs = script_callbacks.ui_tabs_callback()
+    text = _tab_html(tabs[0][0])
+    assert "mediapipe" in text and "pip install mediapipe==0.10.21" in text
+
+
+def test_tab_appears_even_when_the_adapter_cannot_be_imported(webui, monkeypatch):
+    pytest.importorskip("gradio")
+    import sadtalker_ext.host
+    from modules import script_callbacks
+
+    monkeypatch.delattr(sadtalker_ext.host, "a1111", raising=False)
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.host.a1111", None)
+    _load_script()
+    tabs = script_callbacks.ui_tabs_callback()
+    assert [t[1:] for t in tabs] == [("Talking Head", "talking_head")]
+    assert "could not start" in _tab_html(tabs[0][0])
+
+
+def test_send_to_talking_head_buttons(webui, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    import types
+
+    import sadtalker_ext
+    from modules import infotext_utils, script_callbacks
+
+    built = {}
+    fake = types.ModuleType("sadtalker_ext.ui")
+
+    def build_tab(host):
+        with gr.Blocks() as blocks:
+            built["image"] = gr.Image(label="Source image")
+            built["prompt"] = gr.Textbox(label="Refinement prompt")
+        return blocks, "Talking Head", "talking_head"
+    fake.build_tab = build_tab
+    fake.send_to_targets = lambda: {"image": built["image"], "prompt": built["prompt"]}
+    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    _load_script()
+
+    # what create_ui does for the txt2img and img2img results panels, with after_component hooks
+    made = {}
+    with gr.Blocks():
+        for tab in ("txt2img", "img2img"):
+            for elem_id, make in ((f"{tab}_gallery", lambda: gr.Gallery()),
+                                  (f"{tab}_send_to_extras", lambda: gr.Button("x")),
+                                  (f"generation_info_{tab}", lambda: gr.Textbox(visible=False))):
+                made[elem_id] = comp = make()
+                comp.elem_id = elem_id
+                script_callbacks.after_component_callback(comp, elem_id=elem_id)
+        tabs = script_callbacks.ui_tabs_callback()
+        infotext_utils.connect_paste_params_buttons()
+    assert script_callbacks.double_errors == []
+    assert tabs[0][1:] == ("Talking Head", "talking_head")
+    conns = infotext_utils.double_connections
+    assert len(conns) == 2
+    for tab, conn in zip(("txt2img", "img2img"), conns):
+        assert conn["button"].elem_id == f"{tab}_send_to_talking_head"
+        assert conn["image"] == (made[f"{tab}_gallery"], built["image"])
+        source, fields = conn["text"]
+        assert source.elem_id == f"{tab}_talking_head_infotext"
+        assert [(c, label) for c, label in fields] == [(built["prompt"], "Prompt")]
+        assert conn["js"] == "switch_to_talking_head"
+    js = (REPO / "javascript" / "talking_head.js").read_text()
+    assert "function switch_to_talking_head(" in js and "function recalculate_prompts_talking_head(" in js
+    params = infotext_utils.parse_generation_parameters(
+        sadtalker_ext.host.a1111._first_infotext(json.dumps({
+            "infotexts": ["grid", "an astronaut\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1"],
+            "index_of_first_image": 1})))
+    assert params["Prompt"] == "an astronaut" and params["Negative prompt"] == "blurry"
+
+
+def test_send_to_buttons_hidden_without_targets(webui, monkeypatch):
+    gr = pytest.importorskip("gradio")
+    import types
+
+    import sadtalker_ext
+    from modules import infotext_utils, script_callbacks
+
+    fake = types.ModuleType("sadtalker_ext.ui")
+    fake.build_tab = lambda host: (gr.Blocks(), "Talking Head", "talking_head")
+    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    _load_script()
+    with gr.Blocks() as demo:
+        button = gr.Button("x")
+        script_callbacks.after_component_callback(button, elem_id="txt2img_send_to_extras")
+        script_callbacks.ui_tabs_callback()
+    ours = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "txt2img_send_to_talking_head"]
+    assert len(ours) == 1 and ours[0].visible is False  # no target in the tab: the button is hidden
+    assert infotext_utils.registered_param_bindings == []  # nothing bound: connect cannot KeyError
+    infotext_utils.connect_paste_params_buttons()
+
+
+# ------------------------------------------------------------------------------------------------
+# install.py inside the WebUI
+# ------------------------------------------------------------------------------------------------
+
+def _pip_requests(log: Path):
+    if not log.exists():
+        return []
+    return [json.loads(line)["command"] for line in log.read_text().splitlines()]
+
+
+def _requirement_names(commands):
+    import re
+    names = []
+    for cmd in commands:
+        for req in re.findall(r'"([^"]+)"', cmd):
+            names.append(re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower())
+    return names
+
+
+def test_install_in_webui_installs_only_missing_packages(tmp_path):
+    log = tmp_path / "pip.jsonl"
+    missing = "av,scipy,silero_vad,torch,torchvision,gradio,numpy,pydantic,fastapi"
+    env = {**os.environ, "PYTHONPATH": str(DOUBLE), "HOST_DOUBLE_MISSING": missing,
+           "HOST_DOUBLE_PIP_LOG": str(log), "HOST_DOUBLE_DATA_DIR": str(tmp_path)}
+    # the WebUI runs `python install.py` in a subprocess with its folder on PYTHONPATH
+    proc = subprocess.run([sys.executable, str(REPO / "install.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    commands = _pip_requests(log)
+    assert sorted(_requirement_names(commands)) == ["av", "scipy", "silero-vad"]
+    assert any("--no-deps" in c and "silero-vad" in c for c in commands)
+    assert not HOST_OWNED & set(_requirement_names(commands))
+
+    log.unlink()
+    env["HOST_DOUBLE_MISSING"] = ""
+    proc = subprocess.run([sys.executable, str(REPO / "install.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert _pip_requests(log) == []  # everything present: nothing installed
+
+
+def test_install_imported_in_process_uses_launch(webui, monkeypatch):
+    import launch
+
+    monkeypatch.setenv("HOST_DOUBLE_MISSING", "soundfile,torch,numpy")
+    launch.double_pip_calls.clear()
+    runpy.run_path(str(REPO / "install.py"), run_name="install")
+    names = _requirement_names(c for c, _ in launch.double_pip_calls)
+    assert names == ["soundfile"]
