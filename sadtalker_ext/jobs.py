@@ -36,8 +36,10 @@ def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head"
 
 
 def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
-            out: Path | None = None, stages=()) -> JobResult:
+            out: Path | None = None, stages=(), phoneme_events=None) -> JobResult:
     """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
+
+    ``phoneme_events`` (e.g. from text-to-speech) are passed on to :func:`~sadtalker_ext.pipeline.generate`.
 
     A host with an ``engine_for(options)`` method (the WebUI adapter) supplies the engine, so that
     its models folder is searched and loaded models are reused across runs. ``options.refine``
@@ -61,7 +63,8 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
             if refine is not None:
                 stages.append(refine)
         result = generate(image, audio, out, options, engine=engine,
-                          callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages)
+                          callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
+                          phoneme_events=phoneme_events)
     sidecar = out.with_suffix(".json")
     meta = {
         "extension": "sd-talking-head", "version": __version__, "engine": result.engine,
