@@ -31,7 +31,10 @@ TORCH = ("torch", "torch==2.13.0")  # pinned: an unpinned torch would download s
 TEST = [("pytest", "pytest>=7"),
         # the HTTP API's tests: the versions AUTOMATIC1111 v1.10 ships (FastAPI 0.94 + pydantic 1)
         ("fastapi", "fastapi==0.94.0"), ("httpx", "httpx>=0.24,<0.28"),
-        ("multipart", "python-multipart>=0.0.9,<0.0.13")]
+        ("multipart", "python-multipart>=0.0.9,<0.0.13"),
+        # the tab's tests: A1111's gradio (gradio 4.40 for Forge is tested in its own cached venv) and a
+        # real browser (Debian's chromium, driven by Playwright; no browser download)
+        ("gradio", "gradio==3.41.2"), ("playwright", "playwright>=1.40")]
 HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
 
 
