@@ -565,3 +565,25 @@ def test_install_imported_in_process_uses_launch(webui, monkeypatch):
     runpy.run_path(str(REPO / "install.py"), run_name="install")
     names = _requirement_names(c for c, _ in launch.double_pip_calls)
     assert names == ["soundfile"]
+
+
+def test_the_real_tab_builds_inside_the_webui(webui):
+    gr = pytest.importorskip("gradio")
+    from modules import infotext_utils, script_callbacks
+
+    _load_script()
+    with gr.Blocks():
+        for tab in ("txt2img", "img2img"):
+            for elem_id, make in ((f"{tab}_gallery", gr.Gallery), (f"{tab}_send_to_extras", gr.Button),
+                                  (f"generation_info_{tab}", lambda: gr.Textbox(visible=False))):
+                comp = make()
+                comp.elem_id = elem_id
+                script_callbacks.after_component_callback(comp, elem_id=elem_id)
+        tabs = script_callbacks.ui_tabs_callback()
+        infotext_utils.connect_paste_params_buttons()
+    assert script_callbacks.double_errors == []
+    blocks, title, elem_id = tabs[0]
+    assert (title, elem_id) == ("Talking Head", "talking_head")
+    ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
+    assert "th_load_error" not in ids and "talking_head_error" not in _tab_html(blocks)
+    assert [c["js"] for c in infotext_utils.double_connections] == ["switch_to_talking_head"] * 2

@@ -569,6 +569,8 @@ def _hide_send_buttons() -> None:
 
 
 def _targets(ui) -> Optional[Dict[str, Any]]:
+    """``ui.send_to_targets()``: ``{"image": component, "prompt": ..., "negative_prompt": ...,
+    "fields": [(component, infotext label), ...]}`` (image required; fields default to the prompts)."""
     func = getattr(ui, "send_to_targets", None)
     targets = func() if callable(func) else None
     if targets is None:
@@ -586,8 +588,11 @@ def _connect_send_to(ui) -> int:
         return 0
     infotext_utils = _optional_module("modules.infotext_utils") or \
         importlib.import_module("modules.generation_parameters_copypaste")
-    fields = [(targets[k], label) for k, label in (("prompt", "Prompt"), ("negative_prompt", "Negative prompt"))
-              if targets.get(k) is not None]
+    fields = targets.get("fields")
+    if fields is None:
+        fields = [(targets[k], label) for k, label in (("prompt", "Prompt"), ("negative_prompt", "Negative prompt"))
+                  if targets.get(k) is not None]
+    fields = list(fields)
     infotext_utils.add_paste_fields(TAB_ID, targets["image"], fields)
     bound = 0
     for tab, button in _SEND_TO.buttons:
@@ -602,11 +607,19 @@ def _connect_send_to(ui) -> int:
     return bound
 
 
+def _ui_module():
+    """The module with ``build_tab`` / ``send_to_targets``: ``sadtalker_ext.ui`` or its ``tab``."""
+    ui = importlib.import_module("sadtalker_ext.ui")
+    if hasattr(ui, "build_tab"):
+        return ui
+    return importlib.import_module("sadtalker_ext.ui.tab")
+
+
 def on_ui_tabs():
     """The tab (``sadtalker_ext.ui.build_tab``); an error tab when it cannot be built. Never raises."""
     try:
         try:
-            from .. import ui
+            ui = _ui_module()
             result = ui.build_tab(get_host())
         except Exception as exc:
             log.exception("sd-talking-head: building the tab failed")

@@ -1,0 +1,189 @@
+"""FastAPI routes of the HTTP API (see :func:`sadtalker_ext.api.mount`)."""
+import base64
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import DependencyError, InputError, TalkingHeadError
+from .auth import CredentialsArg, check_credentials, parse_credentials
+from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType,
+                     request_from_form, request_from_json)
+from .queue import JobQueue, QueueFull
+from .schemas import ErrorResponse, GenerateRequest, GenerateResponse, ModelsResponse, json_schema
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/talking-head/v1"
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 499, 500, 503, 507)}
+
+
+def error_response(exc: TalkingHeadError) -> JSONResponse:
+    """``{"detail": one line, "error": type}`` with the error's HTTP status."""
+    headers = {"Retry-After": "30"} if isinstance(exc, QueueFull) else None
+    return JSONResponse({"detail": exc.message, "error": type(exc).__name__},
+                        status_code=int(getattr(exc, "http_status", 500)), headers=headers)
+
+
+def _auth_dependency(creds: Dict[str, str]):
+    basic = HTTPBasic(auto_error=False)
+
+    def require_user(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+        if credentials is None or not check_credentials(creds, credentials.username, credentials.password):
+            raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Basic"},
+                                detail="wrong or missing user name/password: use HTTP Basic auth with "
+                                       "one of the --api-auth users")
+    return require_user
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"the request is {int(length) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request is over {limit / 2**20:.0f} MB, the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_form(request: Request, body: bytes) -> Dict[str, tuple]:
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    try:
+        form = await Request(request.scope, receive).form()
+    except AssertionError as exc:  # starlette: python-multipart is not installed
+        raise DependencyError("multipart uploads need the python-multipart package (pip install "
+                              "python-multipart); or send JSON with base64 files") from exc
+    except Exception as exc:  # malformed multipart bodies raise parser-specific errors
+        raise InputError(f"the multipart body cannot be parsed ({type(exc).__name__}); send the "
+                         f"fields image, audio, options as multipart/form-data") from exc
+    out: Dict[str, tuple] = {}
+    try:
+        for key, value in form.multi_items():
+            if key in out:
+                raise InputError(f"the field '{key}' was sent twice")
+            if hasattr(value, "read"):
+                out[key] = ("file", await value.read(), getattr(value, "filename", None),
+                            getattr(value, "content_type", None))
+            else:
+                out[key] = ("text", value)
+    finally:
+        close = getattr(form, "close", None)
+        if close is not None:
+            await close()
+    return out
+
+
+def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefix: str = PREFIX,
+          limits: Optional[Limits] = None) -> JobQueue:
+    """Add the routes to ``app`` (a FastAPI app); see :func:`sadtalker_ext.api.mount`."""
+    creds = parse_credentials(auth)
+    queue = JobQueue(max_waiting)
+    limits = limits or Limits()
+    dependencies = [Depends(_auth_dependency(creds))] if creds else []
+    router = APIRouter(prefix=prefix, dependencies=dependencies)
+
+    def run(ticket: int, req: GenerateRequestData) -> Dict[str, Any]:
+        from ..audio.decode import load_audio
+        from ..io.image import load_image
+        from ..jobs import run_job
+
+        tmp = Path(tempfile.mkdtemp(prefix="talking-head-api-"))
+        try:
+            try:
+                image_path = tmp / f"upload{IMAGE_SUFFIX.get(req.image_kind, '.png')}"
+                image_path.write_bytes(req.image)
+                audio_path = tmp / "upload-audio"
+                audio_path.write_bytes(req.audio)
+                image = load_image(image_path)
+                clip = load_audio(audio_path)
+            except BaseException:
+                queue.abandon(ticket)
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        with queue.turn(ticket):
+            job = run_job(host, image, clip, req.options, source_info=req.source)
+        video = base64.b64encode(job.path.read_bytes()).decode("ascii") if req.return_video else None
+        res = job.result
+        return {"video": video, "filename": job.path.name, "sidecar": job.sidecar.name, "engine": res.engine,
+                "frames": res.num_frames, "duration_s": float(res.duration), "seconds": round(res.seconds, 3),
+                "width": int(res.size[0]), "height": int(res.size[1]), "seed": req.options.seed,
+                "options": json.loads(json.dumps(req.options.to_dict(), default=str))}
+
+    async def generate(request: Request):
+        try:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == "application/json" or ctype.endswith("+json"):
+                body = await _read_body(request, limits.body_bytes(base64_encoded=True))
+                try:
+                    obj = json.loads(body)
+                except ValueError:
+                    raise InputError("the request body is not valid JSON") from None
+                req = request_from_json(obj, host, limits)
+            elif ctype == "multipart/form-data":
+                body = await _read_body(request, limits.body_bytes(base64_encoded=False))
+                req = request_from_form(await _read_form(request, body), host, limits)
+            else:
+                raise UnsupportedMediaType("send application/json (image and audio base64) or "
+                                           "multipart/form-data (files 'image' and 'audio')")
+            ticket = queue.reserve()
+            return await run_in_threadpool(run, ticket, req)
+        except TalkingHeadError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug: one line for the client, the traceback in the log
+            log.exception("talking-head API: generation failed")
+            return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); see the server log",
+                                 "error": type(exc).__name__}, status_code=500)
+
+    def models():
+        import importlib.util
+
+        from ..models import locate
+
+        host_dir = host.models_dir()
+        files = [{"name": s.name, "engine": s.engine, "state": s.state, "present": s.present, "size": s.size,
+                  "expected_size": s.expected_size, "path": str(s.path) if s.path else None}
+                 for s in locate.status(host_dir=host_dir)]
+        has_torch = importlib.util.find_spec("torch") is not None
+        engines = ["lite"] + [e for e in locate.available_engines(host_dir=host_dir)
+                              if has_torch or e != "sadtalker"]
+        return {"files": files, "available_engines": engines, "torch": has_torch,
+                "search_dirs": [str(d) for d in locate.search_dirs(host_dir=host_dir)],
+                "download_dir": str(locate.download_dir(host_dir=host_dir)), "queue": queue.status()}
+
+    request_body = {"required": True, "content": {
+        "application/json": {"schema": json_schema(GenerateRequest)},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["image", "audio"], "properties": {
+            "image": {"type": "string", "format": "binary"}, "audio": {"type": "string", "format": "binary"},
+            "options": {"type": "string", "description": "JSON object of options"},
+            "return_video": {"type": "boolean"}}}}}}
+    router.add_api_route("/generate", generate, methods=["POST"], response_model=GenerateResponse,
+                         responses=_ERRORS, openapi_extra={"requestBody": request_body},
+                         summary="Portrait + speech -> talking-head video",
+                         description="Runs one generation (queued: one at a time, a few waiting; 429 beyond) "
+                                     "and saves it with a JSON sidecar in the output folder.")
+    router.add_api_route("/models", models, methods=["GET"], response_model=ModelsResponse,
+                         summary="Model files: which are present, where to put the missing ones")
+    app.include_router(router)
+    return queue
+
+
+__all__ = ["mount", "error_response", "PREFIX", "QueueFull", "JobQueue"]
