@@ -128,6 +128,11 @@ def align_words(x16: np.ndarray, transcript: str | None = None) -> list[tuple[st
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
+    # get_alignment() is only filled by a second pass with the alignment search switched on
+    decoder.set_alignment()
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
     out = []
     for w in decoder.get_alignment() or []:
         name = re.sub(r"\(\d+\)$", "", w.name)

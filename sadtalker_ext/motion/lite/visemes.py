@@ -41,9 +41,22 @@ for _shape, _names in _GROUPS.values():
 
 DEFAULT_SHAPE = (0.45, 0.0, 0.0)  # unknown voiced phoneme: a neutral half-open mouth
 
+# espeak-ng mnemonics that mean something else in ARPAbet (V = the STRUT vowel, S/Z = sh/zh,
+# Y = a rounded front vowel) or are missing above; used for events with alphabet="espeak".
+_ESPEAK = {"V": "aa", "S": "sh", "Z": "sh", "Y": "oo", "0": "aa", "8": "oo", "X": "kg", ";": "kg",
+           "ph": "pbm", "tS;h": "sh", "ts.h": "sh", "tsh": "sh"}
+ESPEAK_TABLE: dict[str, tuple[float, float, float]] = {k: _GROUPS[g][0] for k, g in _ESPEAK.items()}
+_STRESS = "'ˈˌ,%="
 
-def phoneme_shape(ph: str) -> tuple[float, float, float]:
-    """(open, width, press) of one phoneme symbol; stress digits and length marks are ignored."""
+
+def phoneme_shape(ph: str, alphabet: str = "") -> tuple[float, float, float]:
+    """(open, width, press) of one phoneme symbol; stress marks, stress digits and length marks
+    are ignored. alphabet "espeak": espeak-ng mnemonics (``ESPEAK_TABLE`` is consulted first)."""
+    ph = ph.lstrip(_STRESS) or ph
+    if alphabet == "espeak":
+        key = ph.rstrip(":")
+        if key in ESPEAK_TABLE:
+            return ESPEAK_TABLE[key]
     if ph in VISEME_TABLE:
         return VISEME_TABLE[ph]
     base = ph.rstrip("012'ˈˌ,:")
@@ -58,11 +71,15 @@ def phoneme_shape(ph: str) -> tuple[float, float, float]:
 
 @dataclass(frozen=True)
 class PhonemeEvent:
-    """One phoneme with its time span in seconds from the start of the audio."""
+    """One phoneme with its time span in seconds from the start of the audio.
+
+    alphabet: "" (ARPAbet or IPA-like, the default) or "espeak" (espeak-ng mnemonics, from TTS).
+    """
 
     phoneme: str
     start: float
     end: float
+    alphabet: str = ""
 
 
 @dataclass
@@ -99,7 +116,7 @@ def visemes_from_phonemes(events: Iterable[PhonemeEvent], num_frames: int, fps: 
     for ev in events:
         if ev.end <= ev.start:
             continue
-        shape = np.array(phoneme_shape(ev.phoneme), np.float64)
+        shape = np.array(phoneme_shape(ev.phoneme, getattr(ev, "alphabet", "")), np.float64)
         f0 = max(0, int(np.floor(ev.start * fps)))
         f1 = min(num_frames - 1, int(np.ceil(ev.end * fps)))
         for f in range(f0, f1 + 1):
