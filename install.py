@@ -24,6 +24,7 @@ LITE = [
     ("pocketsphinx", "pocketsphinx>=5.0"), # offline English recognition + forced alignment
     ("PIL", "Pillow>=9"),
     ("soundfile", "soundfile>=0.12"),
+    ("espeakng_loader", "espeakng-loader>=0.2.4"),  # espeak-ng library + data (en/ru/cmn) for --text
 ]
 NO_DEPS = [("silero_vad", "silero-vad==6.2.3")]  # only its bundled ONNX file is used; its deps would pull torch
 NEURAL = [("safetensors", "safetensors>=0.4"), ("librosa", "librosa>=0.10")]
