@@ -94,9 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     src = gen.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", help="portrait (PNG/JPEG/WebP...)")
     src.add_argument("--video", help="a video to lip-sync instead of a portrait (re-talking)")
-    gen.add_argument("--audio", required=True, help="speech (wav/mp3/flac/ogg/m4a...)")
+    speech = gen.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", help="speech (wav/mp3/flac/ogg/m4a...)")
+    speech.add_argument("--text", help="text to speak instead of --audio (offline speech synthesis, see --lang)")
     gen.add_argument("--out", required=True, help="output .mp4")
     _add_generation_options(gen)
+    from ..audio.tts.cli import add_arguments as add_tts_arguments
+    add_tts_arguments(gen)
     demo = sub.add_parser("demo", help="bundled inputs: astronaut photo + CMU ARCTIC a0007")
     demo.add_argument("--out", default="demo.mp4", help="output .mp4 (default: %(default)s)")
     _add_generation_options(demo)
@@ -152,8 +156,12 @@ def main(argv=None) -> int:
             image, audio = demo_inputs()
         else:
             image, audio, video = args.image, args.audio, args.video
+        events = None
+        if getattr(args, "text", None) is not None:
+            from ..audio.tts.cli import speech_from_args
+            audio, events, opts = speech_from_args(args, opts)
         result = generate(image, audio, args.out, opts, callbacks=Callbacks(progress=_progress_printer(args.quiet)),
-                          video=video)
+                          video=video, phoneme_events=events)
         if not args.quiet:
             print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s, "
                   f"{result.size[0]}x{result.size[1]}, engine {result.engine}, {result.seconds:.1f} s)")
