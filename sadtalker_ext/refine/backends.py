@@ -228,7 +228,7 @@ class DiffusersBackend:
         import torch
         dev = self._device()
         dtype = torch.float16 if (self.precision == "fp16" and dev.type == "cuda") else torch.float32
-        pipe = pipe.to(device=dev, dtype=dtype)
+        pipe = pipe.to(dev) if dtype == torch.float32 else pipe.to(dev, dtype)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
         self._img2img = pipe
