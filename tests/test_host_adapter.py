@@ -538,7 +538,7 @@ def _requirement_names(commands):
 def test_install_in_webui_installs_only_missing_packages(tmp_path):
     log = tmp_path / "pip.jsonl"
     missing = "av,scipy,silero_vad,torch,torchvision,gradio,numpy,pydantic,fastapi"
-    env = {**os.environ, "PYTHONPATH": str(DOUBLE), "HOST_DOUBLE_MISSING": missing,
+    env = {**os.environ, "PYTHONPATH": str(DOUBLE), "HOST_DOUBLE_MISSING": missing, "HOST_DOUBLE_ONLY_MISSING": "1",
            "HOST_DOUBLE_PIP_LOG": str(log), "HOST_DOUBLE_DATA_DIR": str(tmp_path)}
     # the WebUI runs `python install.py` in a subprocess with its folder on PYTHONPATH
     proc = subprocess.run([sys.executable, str(REPO / "install.py")], cwd=tmp_path, env=env,
@@ -561,6 +561,7 @@ def test_install_imported_in_process_uses_launch(webui, monkeypatch):
     import launch
 
     monkeypatch.setenv("HOST_DOUBLE_MISSING", "soundfile,torch,numpy")
+    monkeypatch.setenv("HOST_DOUBLE_ONLY_MISSING", "1")
     launch.double_pip_calls.clear()
     runpy.run_path(str(REPO / "install.py"), run_name="install")
     names = _requirement_names(c for c, _ in launch.double_pip_calls)

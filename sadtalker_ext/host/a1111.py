@@ -439,7 +439,7 @@ def on_ui_settings() -> None:
             component, args = radio, {"choices": PRECISION_CHOICES}
         elif key == "talking_head_keep_models_loaded":
             onchange = _on_keep_loaded_changed
-        info = shared.OptionInfo(default, label, component, args if component else None, onchange=onchange)
+        info = shared.OptionInfo(default, label, component, args, onchange=onchange)
         items[key] = info.info(note) if note else info
     for key, info in shared.options_section(SECTION, items).items():
         shared.opts.add_option(key, info)

@@ -1,6 +1,7 @@
 """Double of ``modules/launch_utils.py``: ``is_installed`` and ``run_pip`` (recorded, never runs pip).
 
-``HOST_DOUBLE_MISSING`` (comma-separated names) makes ``is_installed`` report those as missing;
+``HOST_DOUBLE_MISSING`` (comma-separated names) makes ``is_installed`` report those as missing (and,
+with ``HOST_DOUBLE_ONLY_MISSING`` set, every other name as installed);
 each ``run_pip`` call is appended to ``double_pip_calls`` and, when ``HOST_DOUBLE_PIP_LOG`` names a
 file, written there as a JSON line (the WebUI runs an extension's install.py as a subprocess).
 """
@@ -19,6 +20,8 @@ def _missing():
 def is_installed(package):
     if package in _missing():
         return False
+    if os.environ.get("HOST_DOUBLE_ONLY_MISSING"):  # everything else counts as installed
+        return True
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
