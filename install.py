@@ -35,7 +35,10 @@ TEST = [("pytest", "pytest>=7"),
         ("multipart", "python-multipart>=0.0.9,<0.0.13"),
         # the tab's tests: A1111's gradio (gradio 4.40 for Forge is tested in its own cached venv) and a
         # real browser (Debian's chromium, driven by Playwright; no browser download)
-        ("gradio", "gradio==3.41.2"), ("playwright", "playwright>=1.40")]
+        ("gradio", "gradio==3.41.2"), ("playwright", "playwright>=1.40"),
+        # img2img refinement's standalone backend (tests run it on a tiny offline pipeline); neither
+        # pulls torch (it is optional for both), pip resolves typer 0.28 beside pydantic 1
+        ("diffusers", "diffusers>=0.27"), ("transformers", "transformers>=4.40")]
 HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
 
 
