@@ -201,3 +201,90 @@ def generator_out(generator, genz):
                                   "decoder_input"])
 def test_generator_matches_golden(generator_out, genz, name):
     _check(name, generator_out[name], genz[name])
+
+
+# ----------------------------------------------------------------------------------------------
+# fast renderer (one batch of two frames per session)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fast_out(generator, genz):
+    from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
+    fr = FaceRenderer(generator)
+    fr.prepare_source(torch.from_numpy(genz["source_image"]), torch.from_numpy(genz["kp_source"]))
+    kd = torch.from_numpy(genz["kp_driving"])
+    other = kd + 0.05 * torch.from_numpy(np.random.default_rng(0).standard_normal(kd.shape)
+                                         .astype(np.float32))
+    # the golden frame second: batching must not mix frames or assume index 0
+    return fr.render(torch.cat([other, kd]), return_intermediates=True)
+
+
+@pytest.mark.parametrize("name", ["prediction", "occlusion_map", "mask", "deformation",
+                                  "decoder_input"])
+def test_fast_renderer_matches_golden(fast_out, genz, name):
+    ours = fast_out[name]
+    assert ours.shape[0] == 2
+    _check(f"fast {name}", ours[1:], genz[name])
+
+
+def test_fast_renderer_frames(fast_out):
+    pred = fast_out["prediction"]
+    assert pred.device.type == "cpu" and pred.dtype == torch.float32
+    assert pred.shape == (2, 3, 256, 256)
+    assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
+    # a different driving pose gives a different frame
+    assert float((pred[0] - pred[1]).abs().max()) > 1e-3
+
+
+def test_phase_upsampling_convs_equal_plain():
+    """conv(nearest_up(x)) computed from phase weights equals the plain computation."""
+    from sadtalker_ext.render.facevid2vid.fast import _PhaseUpConv
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    for factor in (2, 4):
+        x = torch.randn(2, 5, 6, 7, generator=g)
+        w = torch.randn(4, 5, 3, 3, generator=g)
+        b = torch.randn(4, generator=g)
+        ref = F.conv2d(F.interpolate(x, scale_factor=float(factor), mode="nearest"), w, b,
+                       padding=1)
+        pc = _PhaseUpConv(w, b, factor)
+        assert pc.n_units == (4 if factor == 2 else 9)
+        dst = torch.empty_like(ref)
+        pc.scatter(pc(x), dst)
+        torch.testing.assert_close(dst, ref, atol=1e-5, rtol=1e-5)
+    x = torch.randn(1, 3, 4, 5, 5, generator=g)
+    w = torch.randn(2, 3, 3, 3, 3, generator=g)
+    b = torch.randn(2, generator=g)
+    ref = F.conv3d(F.interpolate(x, scale_factor=(1.0, 2.0, 2.0), mode="nearest"), w, b, padding=1)
+    pc = _PhaseUpConv(w, b, 2)
+    dst = torch.empty_like(ref)
+    pc.scatter(pc(x), dst)
+    torch.testing.assert_close(dst, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_renderer_errors(generator):
+    from sadtalker_ext.errors import InputError, OptionError
+    from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
+    fr = FaceRenderer(generator)
+    with pytest.raises(InputError, match="prepare_source"):
+        fr.render(torch.zeros(1, 15, 3))
+    with pytest.raises(InputError):
+        fr.prepare_source(torch.zeros(1, 3, 255, 256), torch.zeros(1, 15, 3))
+    with pytest.raises(InputError):
+        fr.prepare_source(torch.zeros(1, 3, 256, 256), torch.zeros(1, 10, 3))
+    with pytest.raises(OptionError):
+        FaceRenderer(generator, dtype=torch.float16)  # float16 needs CUDA
+    with pytest.raises(OptionError):
+        FaceRenderer(torch.nn.Linear(2, 2))
+
+
+def test_allocator_tuning_is_reentrant():
+    from sadtalker_ext.render.facevid2vid import alloc
+    with alloc.cpu_allocator_tuned() as outer:
+        with alloc.cpu_allocator_tuned() as inner:
+            assert outer == inner == alloc.allocator_tuning_available()
+            x = torch.ones(8 << 20)  # 32 MB, served from the heap while tuned
+            assert float(x.sum()) == float(8 << 20)
+    with alloc.cpu_allocator_tuned(enabled=False) as active:
+        assert active is False
+    assert alloc._depth == 0
