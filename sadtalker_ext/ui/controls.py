@@ -19,7 +19,8 @@ from ..errors import OptionError
 from ..options import GenerateOptions
 
 #: Section titles in display order; "main" is always open, the others are accordions.
-SECTIONS = ("main", "Face and motion", "Lip-sync (Wav2Lip)", "Neural engine", "Output", "Other")
+SECTIONS = ("main", "Face and motion", "Lip-sync (Wav2Lip)", "Refinement (img2img)", "Neural engine", "Output",
+            "Other")
 
 #: UI hints per option: section, label, kind override, range, step, choices, info.
 HINTS: dict = {
@@ -40,9 +41,9 @@ HINTS: dict = {
     "max_side": dict(section="Face and motion", label="Max side of 'full' output (px)", kind="slider",
                      minimum=256, maximum=8192, step=64),
     "ref_eyeblink": dict(section="Face and motion", label="Reference video for eye blinks (sadtalker)",
-                         kind="file"),
+                         kind="file", file_types=("video",)),
     "ref_pose": dict(section="Face and motion", label="Reference video for head pose (sadtalker)",
-                     kind="file"),
+                     kind="file", file_types=("video",)),
     "lipsync": dict(section="Lip-sync (Wav2Lip)", label="Lip-sync refinement"),
     "pads": dict(section="Lip-sync (Wav2Lip)", label="Face box padding: top, bottom, left, right (px)"),
     "mouth_mask_dilate": dict(section="Lip-sync (Wav2Lip)", label="Mouth mask dilate (px)", kind="slider",
@@ -58,6 +59,11 @@ HINTS: dict = {
     "wav2lip_batch_size": dict(section="Lip-sync (Wav2Lip)", label="Wav2Lip batch size", minimum=1,
                                maximum=1024),
     "lipsync_debug": dict(section="Lip-sync (Wav2Lip)", label="Debug folder (masks of one frame)"),
+    "refine": dict(section="Refinement (img2img)", label="Keyframes JSON (empty = no refinement)", kind="file",
+                   file_types=(".json",)),
+    "refine_mode": dict(section="Refinement (img2img)", label="Refine mode (empty = the file's own)"),
+    "sd_checkpoint": dict(section="Refinement (img2img)",
+                          label="SD checkpoint file (standalone only; the WebUI uses its loaded model)"),
     "checkpoints": dict(section="Neural engine", label="Checkpoint folder (empty = default lookup)"),
     "batch_size": dict(section="Neural engine", label="Batch size", kind="slider", minimum=1, maximum=64,
                        step=1),
@@ -72,12 +78,13 @@ HINTS: dict = {
 }
 
 #: Choice constants whose name does not follow the option's name.
-_CHOICE_ALIASES = {"phonemes": "PHONEME_SOURCES"}
+_CHOICE_ALIASES = {"phonemes": "PHONEME_SOURCES", "restore": "RESTORERS"}
 
 
 @dataclass
 class ControlSpec:
-    """How one option is shown: ``kind`` is one of checkbox, number, slider, dropdown, text, tuple, file."""
+    """How one option is shown: ``kind`` is one of checkbox, number, slider, dropdown, text, tuple, file
+    (an upload whose value becomes the option's path; ``file_types`` like ``("video",)`` or ``(".json",)``)."""
 
     name: str
     kind: str
@@ -93,6 +100,7 @@ class ControlSpec:
     lines: int = 1
     integer: bool = False
     optional: bool = False
+    file_types: tuple = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -100,7 +108,10 @@ def _choices_for(name: str, default: Any) -> tuple:
     const = _CHOICE_ALIASES.get(name)
     candidates = [const] if const else []
     stem = name.upper().rstrip("S")
-    candidates += [n for n in dir(options_mod) if n.isupper() and n.startswith(stem)]
+    # ENGINES for engine, PREPROCESS for preprocess, RESTORERS for restore, REFINE_MODES for refine_mode
+    # (but not REFINE_MODES for refine): the constant is the name plus at most a short plural ending.
+    candidates += [n for n in dir(options_mod)
+                   if n.isupper() and n.startswith(stem) and len(n.rstrip("S")) - len(stem) <= 2]
     for cname in candidates:
         value = getattr(options_mod, cname, None)
         if (isinstance(value, tuple) and value and all(isinstance(v, str) for v in value)
@@ -112,11 +123,12 @@ def _choices_for(name: str, default: Any) -> tuple:
 def option_specs(defaults: GenerateOptions | None = None) -> list:
     """One :class:`ControlSpec` per ``GenerateOptions`` field, in field order.
 
-    ``defaults`` (e.g. with the host's default engine applied) gives the initial values.
+    ``defaults`` (e.g. with the host's default engine applied) gives the initial values; the fields are
+    those of its class (``GenerateOptions`` or a subclass).
     """
     defaults = defaults or GenerateOptions()
     specs = []
-    for f in dataclasses.fields(GenerateOptions):
+    for f in dataclasses.fields(type(defaults)):
         default = getattr(defaults, f.name)
         base_default = f.default if f.default is not dataclasses.MISSING else default
         hint = dict(HINTS.get(f.name, {}))

@@ -31,9 +31,9 @@ def create(host: LocalHost):
     from . import compat
     from .tab import TAB_TITLE, build_blocks
     gr = compat.gr()
+    tab = build_blocks(host)  # built outside the page, then rendered into it, as the WebUI does
     with gr.Blocks(title=TAB_TITLE, css=read_css(), analytics_enabled=False) as page:
         compat.make("HTML", f'<h2 class="th-title">{TAB_TITLE}</h2>')
-        tab = build_blocks(host)
         tab.render()
     page.talking_head_ui = tab.talking_head_ui
     return page

@@ -21,8 +21,9 @@ Optional refinement panel contract (``sadtalker_ext/ui/refine_panel.py``, added 
 return an object with ``inputs`` (a list of components) and ``stages(host, *values) -> list`` (post stages
 for ``run_job(stages=...)``); anything else is shown but not wired into generation.
 
-TTS contract (``sadtalker_ext/audio/tts.py``): ``synthesize(text: str)`` returning an audio file path or an
-:class:`~sadtalker_ext.audio.decode.AudioClip`.
+TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text, lang)`` returning
+``(AudioClip, phoneme events)`` (or just an audio path / clip); ``LANGUAGES`` fills the language list and
+``is_available()`` tells whether espeak-ng is installed.
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ SETTING_DEFAULT_ENGINE = "talking_head_default_engine"
 SETTING_PRECISION = "talking_head_precision"
 
 POLL_S = 0.25
+#: A handler yields at least this often: gradio 3.41's queue fetches each step of a generator over HTTP
+#: with httpx's default 5 s timeout (httpx >= 0.28), so a step must never take that long.
+HEARTBEAT_S = 1.0
 PREVIEW_SIDE = 256
 HISTORY_MAX = 50
 
@@ -270,10 +274,9 @@ class TalkingHeadUI:
                                               "refinement prompt)", lines=2, elem_id="th_prompt",
                                               placeholder="filled in by 'Send to Talking Head'")
                     self.audio_components = compat.audio_inputs("Speech", "th_audio")
-                    c["tts_text"] = None
+                    c["tts_text"] = c["tts_lang"] = None
                     if self.tts is not None:
-                        c["tts_text"] = compat.make("Textbox", label="Or type text to speak (TTS)", lines=3,
-                                                    elem_id="th_tts_text")
+                        self._build_tts()
                     self._build_refine_panel()
                 with gr.Column(scale=1, elem_id="th_settings"):
                     self._build_options()
@@ -289,7 +292,7 @@ class TalkingHeadUI:
                     c["video"] = compat.make("Video", label="Output video", interactive=False,
                                              elem_id="th_video")
                     c["history"] = compat.make("Gallery", label="This session's results (click to play)",
-                                               elem_id="th_history", columns=4, allow_preview=False)
+                                               elem_id="th_history", columns=4, height=240, allow_preview=False)
                     c["history_state"] = gr.State([])
             with compat.make("Accordion", "Models", open=False, elem_id="th_models_acc"):
                 c["models"] = compat.make("HTML", models_html(self.host), elem_id="th_models")
@@ -304,6 +307,20 @@ class TalkingHeadUI:
             self._wire()
         blocks.talking_head_ui = self
         return blocks
+
+    def _build_tts(self):
+        c = self.components
+        try:
+            ready = bool(self.tts.is_available()) if hasattr(self.tts, "is_available") else True
+        except Exception:
+            ready = False
+        info = None if ready else "espeak-ng is not installed (apt-get install espeak-ng); upload speech instead"
+        kw = {"info": info} if info else {}
+        c["tts_text"] = compat.make("Textbox", label="Or type text to speak (used when no audio is given)",
+                                    lines=3, elem_id="th_tts_text", **kw)
+        langs = [str(x) for x in getattr(self.tts, "LANGUAGES", ("en",))]
+        c["tts_lang"] = compat.make("Dropdown", choices=langs, value=langs[0], label="Speech language",
+                                    elem_id="th_tts_lang")
 
     def _model_sets(self) -> list:
         try:
@@ -344,7 +361,7 @@ class TalkingHeadUI:
         if spec.kind == "checkbox":
             return compat.make("Checkbox", value=bool(value), **common)
         if spec.kind == "dropdown":
-            choices = [str(ch) for ch in spec.choices]
+            choices = ([""] if spec.optional else []) + [str(ch) for ch in spec.choices]
             if value is not None and value not in choices:
                 choices.append(value)
             return compat.make("Dropdown", choices=choices, value=value, allow_custom_value=spec.custom,
@@ -361,7 +378,7 @@ class TalkingHeadUI:
             return compat.make("Number", value=value, **kw, **common)
         if spec.kind == "file":
             common.pop("info", None)
-            return compat.file_input(file_types=["video"], **common)
+            return compat.file_input(file_types=list(spec.file_types), **common)
         lines = spec.lines if spec.lines > 1 else 1
         return compat.make("Textbox", value=value, lines=lines, **common)
 
@@ -384,7 +401,7 @@ class TalkingHeadUI:
 
     def _wire(self):
         c = self.components
-        extra = [c["tts_text"]] if c["tts_text"] is not None else []
+        extra = [c["tts_text"], c["tts_lang"]] if c["tts_text"] is not None else []
         self.gen_inputs = ([c["image"]] + self.audio_components + extra + [c["prompt"]]
                            + self.option_components + self.refine_inputs + [c["history_state"]])
         self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"]]
@@ -421,7 +438,9 @@ class TalkingHeadUI:
         out = {"image": values.pop(0)}
         audios = [values.pop(0) for _ in self.audio_components]
         out["audio"] = next((a for a in audios if a), None)
-        out["tts_text"] = values.pop(0) if self.components.get("tts_text") is not None else None
+        out["tts_text"] = out["tts_lang"] = None
+        if self.components.get("tts_text") is not None:
+            out["tts_text"], out["tts_lang"] = values.pop(0), values.pop(0)
         out["prompt"] = values.pop(0)
         out["options"] = [values.pop(0) for _ in self.option_components]
         out["refine"] = [values.pop(0) for _ in self.refine_inputs]
@@ -454,6 +473,7 @@ class TalkingHeadUI:
             yield status_html(kind, text), keep, keep, keep, history
             return
 
+        from ..jobs import run_job
         job = JobHost(self.host)
         box: dict = {}
         prompt = (v["prompt"] or "").strip()
@@ -461,12 +481,14 @@ class TalkingHeadUI:
 
         def work():
             try:
-                speech = audio
+                speech, extra = audio, {}
                 if speech is None:
-                    speech = self._synthesize(tts_text)
-                    source_info["tts_text"] = tts_text
-                from ..jobs import run_job
-                box["result"] = run_job(job, image, speech, opts, source_info=source_info, stages=stages)
+                    speech, events = self._synthesize(tts_text, v["tts_lang"])
+                    source_info.update(tts_text=tts_text, tts_lang=v["tts_lang"])
+                    if events is not None and "phoneme_events" in inspect.signature(run_job).parameters:
+                        extra["phoneme_events"] = events
+                box["result"] = run_job(job, image, speech, opts, source_info=source_info, stages=stages,
+                                        **extra)
             except BaseException as exc:  # reported in the tab
                 box["error"] = exc
 
@@ -475,18 +497,20 @@ class TalkingHeadUI:
         worker = threading.Thread(target=work, name="talking-head-job", daemon=True)
         t0 = time.perf_counter()
         worker.start()
-        seen = -1
+        seen, last = -1, time.perf_counter()
         try:
             yield status_html("running", "Starting (waits while another generation is running)..."), \
                 None, None, keep, history
             while worker.is_alive():
                 worker.join(POLL_S)
                 version, done, total, text, preview = job.snapshot()
-                if version != seen and worker.is_alive():
-                    seen = version
+                now = time.perf_counter()
+                if worker.is_alive() and (version != seen or now - last >= HEARTBEAT_S):
+                    new_frame = version != seen and preview is not None
+                    seen, last = version, now
                     msg = text or "Preparing (face, motion)..."
-                    yield (status_html("running", f"{msg} - {time.perf_counter() - t0:.0f} s", done, total),
-                           small_preview(preview) if preview is not None else keep, keep, keep, history)
+                    yield (status_html("running", f"{msg} - {now - t0:.0f} s", done, total),
+                           small_preview(preview) if new_frame else keep, keep, keep, history)
         finally:
             with self._active_lock:
                 self._active.discard(job)
@@ -509,10 +533,14 @@ class TalkingHeadUI:
         yield (status_html("done", text, r.num_frames, r.num_frames), keep, str(res.path),
                self.gallery_value(history), history)
 
-    def _synthesize(self, text: str):
+    def _synthesize(self, text: str, lang: str | None = None) -> tuple:
+        """(audio clip or path, phoneme events or None) spoken from ``text`` by ``sadtalker_ext.audio.tts``."""
         if self.tts is None or not hasattr(self.tts, "synthesize"):
             raise InputError("text-to-speech is not installed; upload or record speech instead")
-        return self.tts.synthesize(text)
+        out = self.tts.synthesize(text, lang or "en")
+        if isinstance(out, tuple) and len(out) == 2:
+            return out[0], out[1]
+        return out, None
 
     @staticmethod
     def gallery_value(history: list) -> list:
@@ -574,11 +602,12 @@ class TalkingHeadUI:
         worker.start()
         yield status_html("running", f"Downloading the {engine} files..."), keep
         while worker.is_alive():
-            worker.join(0.5)
-            if worker.is_alive() and state["name"]:
+            worker.join(HEARTBEAT_S / 2)
+            if worker.is_alive():
                 total = state["total"]
                 text = (f"{state['name']}: {state['done'] / 1e6:.1f}"
-                        + (f" / {total / 1e6:.1f} MB" if total else " MB"))
+                        + (f" / {total / 1e6:.1f} MB" if total else " MB")) if state["name"] else \
+                    f"Downloading the {engine} files (connecting)..."
                 yield status_html("running", text, state["done"], total or 0), keep
         if "error" in box:
             kind, text = error_text(box["error"])
