@@ -351,6 +351,18 @@ def test_img2img_batches_masks_results_and_interrupt(webui):
         host.img2img(Img2ImgRequest(images=images))
 
 
+def test_native_size_of_the_loaded_model(webui, monkeypatch):
+    import types
+
+    shared, a1111 = webui
+    host = a1111.get_host()
+    assert host.sd_native_size() == 512
+    monkeypatch.setattr(shared, "sd_model", types.SimpleNamespace(is_sdxl=True, is_sd2=False))
+    assert host.sd_native_size() == 1024
+    monkeypatch.setattr(shared, "sd_model", types.SimpleNamespace(is_sdxl=False, is_sd2=True))
+    assert host.sd_native_size() == 768
+
+
 def test_restore_faces_uses_the_configured_restorer(webui):
     shared, a1111 = webui
     from modules import face_restoration

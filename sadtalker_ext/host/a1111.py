@@ -391,6 +391,17 @@ class A1111Host:
             return body[::len(body) // n]
         return body[:n]
 
+    def sd_native_size(self) -> int:
+        """Native resolution of the loaded Stable Diffusion model: 1024 (SDXL, SD3, Flux), 768 (SD2), 512."""
+        from modules import shared
+
+        model = getattr(shared, "sd_model", None)
+        if any(getattr(model, flag, False) for flag in ("is_sdxl", "is_sd3", "is_flux")):
+            return 1024
+        if getattr(model, "is_sd2", False):
+            return 768
+        return 512
+
     def restore_faces(self, image: np.ndarray) -> np.ndarray:
         """The WebUI's configured face restorer (CodeFormer/GFPGAN) on one uint8 RGB image."""
         from modules import face_restoration
