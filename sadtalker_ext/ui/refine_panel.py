@@ -1,0 +1,429 @@
+"""The img2img refinement panel of the Talking Head tab (gradio 3.41.2 and 4.40, through :mod:`.compat`).
+
+Contents: an enable checkbox and the backend status; mode (every frame / keyframes only), batch size
+and "same noise" controls; the **keyframe table** (``gr.Dataframe``, one row per keyframe, columns
+:data:`COLUMNS`; an empty cell = "not set by this keyframe"); JSON import (file upload or pasted
+text) and export; a **plot** of every numeric parameter over the video's timeline with markers at
+the keyframes that set it (matplotlib figure in a ``gr.Plot``); and a **preview** that refines one
+chosen image at a chosen time with exactly the stage's crop, mask and paste-back, before the whole
+video is committed.
+
+Wiring (used by :mod:`.tab`)::
+
+    panel = build_refine_panel(host=host, prompt=prompt_textbox, image=source_image)
+    panel.inputs                       # components whose values generation needs, in order
+    panel.stages(host, *values)        # -> [RefineStage] (or [] when disabled) for run_job(stages=...)
+    panel.default_values()             # initial values of panel.inputs (None values also mean "off")
+    panel.get_schedule(*values)        # -> KeyframeSchedule | None
+    components, get_schedule = panel   # the same, unpacked (components: dict name -> component)
+
+``host`` (optional) is used for the status line and the preview; ``prompt`` (the tab's prompt
+textbox: the portrait's txt2img prompt) becomes the default refinement prompt; ``image`` (the tab's
+source image) is the default preview image. Every argument may be omitted. Without a model the panel
+still builds; generation and preview then show the one-line reason (DependencyError), never crash.
+
+The table / plot helpers (:func:`schedule_to_rows`, :func:`rows_to_schedule`, :func:`plot_schedule`,
+:func:`preview_frame`) do not need gradio.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import OptionError, TalkingHeadError
+from ..refine.keyframes import (FIELD_SPECS, INTERPOLATIONS, MODES, NUMERIC_FIELDS, Keyframe, KeyframeSchedule,
+                                RefineParams, frame_of_time)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COLUMNS", "HEADERS", "RefinePanel", "build_refine_panel", "schedule_to_rows", "rows_to_schedule",
+           "plot_schedule", "preview_frame", "EXAMPLE_ROWS"]
+
+#: (table header, Keyframe attribute) in column order.
+COLUMNS: Tuple[Tuple[str, str], ...] = (
+    ("time (s)", "time"), ("frame", "frame"), ("prompt", "prompt"), ("negative prompt", "negative_prompt"),
+    ("denoising", "denoising_strength"), ("CFG", "cfg_scale"), ("steps", "steps"), ("sampler", "sampler"),
+    ("seed", "seed"), ("mask", "mask"), ("mask blur", "mask_blur"), ("padding", "padding"),
+    ("interpolation", "interpolation"),
+)
+HEADERS = [h for h, _ in COLUMNS]
+#: Rows the table starts with: a mild face refinement that strengthens a little over two seconds.
+EXAMPLE_ROWS = [["0", "", "", "", "0.25", "7", "20", "Euler a", "", "face", "8", "32", "ease"],
+                ["2", "", "", "", "0.35", "", "", "", "", "", "", "", ""]]
+FPS = 25.0
+PLOT_LABELS = {"denoising_strength": "denoising strength", "cfg_scale": "CFG scale", "steps": "steps",
+               "seed": "seed", "mask_blur": "mask blur (px)", "padding": "padding (px)"}
+
+
+# -- table <-> schedule --------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _interp_cell(mapping: Dict[str, str]) -> str:
+    if not mapping:
+        return ""
+    modes = set(mapping.values())
+    if set(mapping) == set(NUMERIC_FIELDS) and len(modes) == 1:
+        return modes.pop()
+    return ", ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def _parse_interp(cell: str, where: str) -> Dict[str, str]:
+    """"" | "ease" (every numeric field) | "cfg_scale=ease, steps=hold" -> {field: mode}."""
+    text = cell.strip()
+    if not text:
+        return {}
+    if "=" not in text:
+        if text not in INTERPOLATIONS:
+            raise OptionError(f"{where}: interpolation {text!r} is not valid; use {', '.join(INTERPOLATIONS)} "
+                              f"or field=mode pairs such as 'cfg_scale=ease, steps=hold'")
+        return {f: text for f in NUMERIC_FIELDS}
+    out = {}
+    for part in text.replace(";", ",").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise OptionError(f"{where}: write interpolation as field=mode pairs, got {part.strip()!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        out[k] = v
+    return out
+
+
+def schedule_to_rows(schedule: KeyframeSchedule) -> List[List[str]]:
+    """The keyframe table of ``schedule``: one row of strings per keyframe, in :data:`COLUMNS` order."""
+    rows = []
+    for kf in schedule.keyframes:
+        row = []
+        for _, name in COLUMNS:
+            row.append(_interp_cell(kf.interpolation) if name == "interpolation" else _fmt(getattr(kf, name)))
+        rows.append(row)
+    return rows
+
+
+def _empty(cell: Any) -> bool:
+    return cell is None or (isinstance(cell, float) and np.isnan(cell)) or (isinstance(cell, str) and not cell.strip())
+
+
+def _cell_value(name: str, cell: Any, where: str) -> Any:
+    """One table cell as a Keyframe value (None = not set). Numbers may be given as text."""
+    if _empty(cell):
+        return None
+    numeric = name in ("time", "frame") or FIELD_SPECS[name].numeric
+    if not numeric:
+        return str(cell) if name in ("prompt", "negative_prompt") else str(cell).strip()
+    if isinstance(cell, (int, float, np.integer, np.floating)) and not isinstance(cell, bool):
+        return cell
+    try:
+        v = float(str(cell).strip())
+    except ValueError:
+        raise OptionError(f"{where}: {name} must be a number, got {str(cell).strip()!r}") from None
+    whole = name == "frame" or (name in FIELD_SPECS and FIELD_SPECS[name].kind == "int")
+    return int(v) if whole and v.is_integer() else v
+
+
+def rows_to_schedule(rows: Any, *, mode: str = "keyframes", batch_size: int = 4, same_noise: bool = True,
+                     defaults: Optional[RefineParams] = None) -> KeyframeSchedule:
+    """A validated schedule from the table's rows (list of lists, or a pandas DataFrame).
+
+    Rows whose cells are all empty are skipped. Numbers may be strings. Raises OptionError naming
+    the row (1-based) and column.
+    """
+    if hasattr(rows, "values") and hasattr(rows, "columns"):  # pandas DataFrame (gradio's default type)
+        rows = rows.values.tolist()
+    kfs = []
+    for i, row in enumerate(rows or []):
+        row = list(row) + [""] * (len(COLUMNS) - len(row))
+        if all(_empty(c) for c in row):
+            continue
+        where = f"keyframe table row {i + 1}"
+        data: Dict[str, Any] = {}
+        for (header, name), cell in zip(COLUMNS, row):
+            if name == "interpolation":
+                data["interpolation"] = _parse_interp("" if cell is None else str(cell), where)
+                continue
+            v = _cell_value(name, cell, f"{where}, column {header!r}")
+            if v is not None:
+                data[name] = v
+        kfs.append(Keyframe.from_dict(data, where))
+    sched = KeyframeSchedule(keyframes=kfs, defaults=defaults or RefineParams(), mode=mode,
+                             batch_size=int(batch_size), same_noise=bool(same_noise))
+    return sched.validate()
+
+
+# -- plot ------------------------------------------------------------------------------------------------
+def plot_schedule(schedule: KeyframeSchedule, duration_s: float, fps: float = FPS, fields: Sequence[str] = NUMERIC_FIELDS):
+    """A matplotlib Figure: one panel per numeric field, its interpolated value at every frame of a
+    ``duration_s`` video (x in seconds), round markers at the keys of that field inside the video,
+    light vertical lines at every keyframe, and the video's end. Uses the Agg backend (no display)."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    n = max(1, int(round(float(duration_s) * fps)))
+    t = np.arange(n) / fps
+    fig = Figure(figsize=(7.0, 1.35 * len(fields) + 0.4), dpi=90)
+    axes = fig.subplots(len(fields), 1, sharex=True, squeeze=False)[:, 0]
+    all_keys = [k for k in schedule.keyframe_frames(fps) if k < n]
+    for ax, name in zip(axes, fields):
+        vals = schedule.track_values(name, fps, n)
+        ax.plot(t, vals, color="tab:blue", linewidth=1.5, label=name)
+        keys = [k for k in schedule.key_frames_of(name, fps) if k < n]
+        if keys:
+            ax.plot(np.array(keys) / fps, vals[keys], "o", color="tab:red", markersize=5, label="keyframe")
+        for k in all_keys:
+            ax.axvline(k / fps, color="0.85", linewidth=0.8, zorder=0)
+        ax.set_ylabel(PLOT_LABELS.get(name, name), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xlim(0, max(t[-1], 1.0 / fps))
+    axes[-1].set_xlabel("time (s)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# -- preview ---------------------------------------------------------------------------------------------
+def preview_frame(schedule: KeyframeSchedule, image: Any, time_s: float, *, host: Any = None,
+                  sd_checkpoint: Optional[str] = None, backend: Any = None, fps: float = FPS) -> np.ndarray:
+    """Refine one image with the parameters scheduled at ``time_s`` (one img2img call; the stage's
+    crop, mask and paste-back). Returns uint8 RGB. Raises DependencyError without a model, NoFaceError
+    when a face/mouth mask finds no face, InputError for an unusable image."""
+    from ..errors import InputError, NoFaceError
+    from ..io.image import to_rgb8
+    from ..refine.stage import RefineStage
+
+    if image is None:
+        raise InputError("choose an image to preview the refinement on")
+    if isinstance(image, (str, os.PathLike)):
+        from ..io.image import load_image
+        img = load_image(image)
+    else:
+        img = to_rgb8(np.asarray(image))
+    if backend is None:
+        from ..refine.backends import make_backend
+        backend = make_backend(host=host, sd_checkpoint=sd_checkpoint or None)
+    stage = RefineStage(schedule, backend)
+    frame = frame_of_time(max(0.0, float(time_s or 0.0)), fps)
+    job = getattr(host, "job", None) if host is not None else None
+    if callable(job) and not getattr(backend, "name", "").startswith("diffusers"):
+        with job("talking head: refinement preview", 1):   # the WebUI's queue lock around img2img
+            out = stage.preview(img, frame, fps)
+    else:
+        out = stage.preview(img, frame, fps)
+    if stage.stats.passed_frames:
+        raise NoFaceError("no face found in the preview image; use the 'full' mask or another image")
+    return out
+
+
+# -- the panel -------------------------------------------------------------------------------------------
+class RefinePanel:
+    """What :func:`build_refine_panel` returns (see the module doc)."""
+
+    def __init__(self, components: Dict[str, Any], inputs: List[Any], host: Any = None, has_prompt: bool = False,
+                 has_checkpoint: bool = False):
+        self.components = components
+        self.inputs = inputs
+        self.host = host
+        self._has_prompt = has_prompt
+        self._has_checkpoint = has_checkpoint
+
+    def __iter__(self):
+        yield self.components
+        yield self.get_schedule
+
+    def default_values(self) -> list:
+        """The initial values of :attr:`inputs`, in order (refinement switched off)."""
+        vals = [False, "keyframes", [list(r) for r in EXAMPLE_ROWS], 4, True]
+        if self._has_checkpoint:
+            vals.append("")
+        if self._has_prompt:
+            vals.append("")
+        return vals
+
+    def _values(self, values: Sequence[Any]) -> Dict[str, Any]:
+        v = list(values)
+        out = {"enabled": v.pop(0), "mode": v.pop(0), "table": v.pop(0), "batch_size": v.pop(0),
+               "same_noise": v.pop(0)}
+        out["sd_checkpoint"] = v.pop(0) if self._has_checkpoint else None
+        out["prompt"] = v.pop(0) if self._has_prompt else ""
+        return out
+
+    def get_schedule(self, *values) -> Optional[KeyframeSchedule]:
+        """The schedule the panel's values (in :attr:`inputs` order) describe, or None when refinement
+        is switched off. Raises OptionError for a bad table."""
+        v = self._values(values)
+        if not v["enabled"]:
+            return None
+        sched = rows_to_schedule(v["table"], mode=v["mode"] or "keyframes", batch_size=int(v["batch_size"] or 4),
+                                 same_noise=bool(v["same_noise"]))
+        return sched.with_source_prompt((v["prompt"] or "").strip())
+
+    def stages(self, host: Any, *values) -> list:
+        """``[RefineStage]`` for ``run_job(stages=...)``, or [] when switched off. Raises OptionError /
+        DependencyError (no model: a one-line message for the tab's status)."""
+        sched = self.get_schedule(*values)
+        if sched is None:
+            return []
+        from ..refine.backends import make_backend
+        from ..refine.stage import RefineStage
+        v = self._values(values)
+        backend = make_backend(host=host if host is not None else self.host,
+                               sd_checkpoint=(v["sd_checkpoint"] or "").strip() or None)
+        return [RefineStage(sched, backend)]
+
+
+def _status_line(host: Any) -> str:
+    from ..refine.backends import refine_status
+    if host is None:
+        return ("img2img refinement uses the WebUI's loaded Stable Diffusion model, or standalone the SD "
+                "checkpoint given here")
+    ok, msg = refine_status(host)
+    return msg
+
+
+def build_refine_panel(host: Any = None, prompt: Any = None, image: Any = None) -> RefinePanel:
+    """Build the panel inside the caller's gradio layout (call it within ``gr.Blocks``); see the module doc.
+
+    host: the Host (status line, preview). prompt: a gr.Textbox whose value is the default prompt.
+    image: a gr.Image (numpy) used as the default preview image. Returns a :class:`RefinePanel`.
+    """
+    from . import compat
+    gr = compat.gr()
+    c: Dict[str, Any] = {}
+    standalone = host is None or not _host_has_model(host)
+    with gr.Accordion("Refinement (img2img with keyframes)", open=False, elem_id="th_refine"):
+        c["status"] = compat.make("Markdown", _status_line(host), elem_id="th_refine_status")
+        with gr.Row():
+            c["enabled"] = compat.make("Checkbox", label="Refine with img2img", value=False,
+                                       elem_id="th_refine_enabled")
+            c["mode"] = compat.make("Radio", choices=list(MODES), value="keyframes", label="Mode",
+                                    info="every frame (batched) or keyframes only, carried by optical flow",
+                                    elem_id="th_refine_mode")
+        with gr.Row():
+            c["batch_size"] = compat.make("Slider", minimum=1, maximum=16, step=1, value=4,
+                                          label="Batch size (every-frame mode)", elem_id="th_refine_batch")
+            c["same_noise"] = compat.make("Checkbox", value=True, label="Same seed and noise for every frame",
+                                          elem_id="th_refine_same_noise")
+        if standalone:
+            c["sd_checkpoint"] = compat.make("Textbox", label="SD checkpoint (standalone: .safetensors/.ckpt or "
+                                             "diffusers folder)", elem_id="th_refine_ckpt")
+        c["table"] = compat.make("Dataframe", value=EXAMPLE_ROWS, headers=HEADERS, datatype=["str"] * len(COLUMNS),
+                                 row_count=(len(EXAMPLE_ROWS), "dynamic"), col_count=(len(COLUMNS), "fixed"),
+                                 type="array", interactive=True, wrap=True, label="Keyframes (empty cell = not set)",
+                                 elem_id="th_refine_table")
+        with gr.Row():
+            c["json_file"] = compat.file_input("Import keyframes JSON", "th_refine_import", file_types=[".json"])
+            c["json"] = compat.make("Textbox", label="Keyframes JSON", lines=4, elem_id="th_refine_json")
+        with gr.Row():
+            c["to_json"] = compat.make("Button", "Table -> JSON", elem_id="th_refine_to_json")
+            c["from_json"] = compat.make("Button", "JSON -> table", elem_id="th_refine_from_json")
+        with gr.Row():
+            c["duration"] = compat.make("Number", value=4.0, label="Video length for the plot (s)",
+                                        elem_id="th_refine_duration")
+            c["plot_button"] = compat.make("Button", "Plot parameters", elem_id="th_refine_plot_button")
+        c["plot"] = compat.make("Plot", label="Parameters over time", elem_id="th_refine_plot")
+        with gr.Row():
+            c["preview_image"] = compat.image_input("Preview image (default: the source image)",
+                                                    "th_refine_preview_image")
+            c["preview_out"] = compat.make("Image", label="Refined preview", type="numpy", interactive=False,
+                                           elem_id="th_refine_preview_out")
+        with gr.Row():
+            c["preview_time"] = compat.make("Number", value=0.0, label="Preview at time (s)",
+                                            elem_id="th_refine_preview_time")
+            c["preview_button"] = compat.make("Button", "Preview one frame", elem_id="th_refine_preview")
+        c["message"] = compat.make("Markdown", "", elem_id="th_refine_message")
+
+    inputs = [c["enabled"], c["mode"], c["table"], c["batch_size"], c["same_noise"]]
+    if standalone:
+        inputs.append(c["sd_checkpoint"])
+    if prompt is not None:
+        inputs.append(prompt)
+    panel = RefinePanel(c, inputs, host=host, has_prompt=prompt is not None, has_checkpoint=standalone)
+    _wire(panel, compat, image)
+    return panel
+
+
+def _host_has_model(host: Any) -> bool:
+    from ..refine.backends import host_can_img2img
+    try:
+        return host_can_img2img(host)
+    except Exception:
+        return False
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, TalkingHeadError):
+        return f"**{type(exc).__name__}**: {exc.message}"
+    log.exception("refinement panel")
+    return f"**error**: {' '.join(str(exc).split())[:300]}"
+
+
+def _wire(panel: RefinePanel, compat, image: Any) -> None:
+    c = panel.components
+    table_inputs = [c["table"], c["mode"], c["batch_size"], c["same_noise"]]
+
+    def schedule_of(table, mode, batch, same):
+        return rows_to_schedule(table, mode=mode or "keyframes", batch_size=int(batch or 4), same_noise=bool(same))
+
+    def to_json(table, mode, batch, same):
+        try:
+            return schedule_of(table, mode, batch, same).to_json(), ""
+        except Exception as exc:
+            return compat.update(), _message(exc)
+
+    def from_json(text):
+        try:
+            s = KeyframeSchedule.from_json(text or "[]")
+            return (schedule_to_rows(s) or [[""] * len(COLUMNS)], s.mode, s.batch_size, s.same_noise, "")
+        except Exception as exc:
+            keep = compat.update()
+            return keep, keep, keep, keep, _message(exc)
+
+    def import_file(f):
+        if f is None:
+            return compat.update(), ""
+        path = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read(), ""
+        except (OSError, TypeError) as exc:
+            return compat.update(), f"**error**: cannot read the keyframes file: {exc}"
+
+    def plot(table, mode, batch, same, duration):
+        try:
+            return plot_schedule(schedule_of(table, mode, batch, same), float(duration or 4.0)), ""
+        except Exception as exc:
+            return compat.update(), _message(exc)
+
+    def preview(*values):
+        vals = list(values)
+        own, time_s = vals.pop(0), vals.pop(0)
+        src = vals.pop(0) if image is not None else None
+        try:
+            sched = panel.get_schedule(True, *vals[1:])
+            img = own if own is not None else src
+            ckpt = panel._values([True] + vals[1:])["sd_checkpoint"]
+            out = preview_frame(sched, img, time_s, host=panel.host, sd_checkpoint=(ckpt or "").strip() or None)
+            return out, f"preview at {float(time_s or 0):.2f} s"
+        except Exception as exc:
+            return compat.update(), _message(exc)
+
+    compat.listen(c["to_json"].click, to_json, table_inputs, [c["json"], c["message"]], show_progress=False)
+    compat.listen(c["from_json"].click, from_json, [c["json"]],
+                  [c["table"], c["mode"], c["batch_size"], c["same_noise"], c["message"]], show_progress=False)
+    compat.listen(c["json_file"].change, import_file, [c["json_file"]], [c["json"], c["message"]],
+                  show_progress=False)
+    compat.listen(c["plot_button"].click, plot, table_inputs + [c["duration"]], [c["plot"], c["message"]],
+                  show_progress=False)
+    preview_inputs = [c["preview_image"], c["preview_time"]] + ([image] if image is not None else []) + panel.inputs
+    compat.listen(c["preview_button"].click, preview, preview_inputs, [c["preview_out"], c["message"]])
+    panel.handlers = {"to_json": to_json, "from_json": from_json, "import_file": import_file, "plot": plot,
+                      "preview": preview}
