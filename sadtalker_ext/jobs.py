@@ -64,7 +64,7 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
                 stages.append(refine)
         result = generate(image, audio, out, options, engine=engine,
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
-                          phoneme_events=phoneme_events)
+                          phoneme_events=phoneme_events, host_dir=host.models_dir())
     sidecar = out.with_suffix(".json")
     meta = {
         "extension": "sd-talking-head", "version": __version__, "engine": result.engine,

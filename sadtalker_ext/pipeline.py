@@ -74,7 +74,7 @@ def _as_audio(audio) -> AudioClip:
 
 def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
              callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
-             phoneme_events=None, video=None) -> Result:
+             phoneme_events=None, video=None, host_dir=None) -> Result:
     """Make a talking-head video.
 
     image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
@@ -85,6 +85,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     the img2img refinement stage (a RefineStage given in ``stages``, else the one ``options.refine``
     asks for, with ``options.sd_checkpoint``), always last.
     out: the .mp4 to write (written to a temporary name, renamed only on success).
+    host_dir: the host's models folder (searched for checkpoints after --checkpoints and the env var).
     Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
     GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
     """
@@ -98,14 +99,14 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         eng = engine or VideoSourceEngine(video)
     else:
         img = _as_image(image)
-        eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
+        eng = engine or get_engine(options.engine, checkpoints=options.checkpoints, host_dir=host_dir)
     fps = getattr(eng, "fps", None) or options.fps  # a video source keeps its own frame rate
     num_frames = clip.num_frames(fps)
     ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps)
     stages = list(stages)
     if options.lipsync != "none":
         from .lipsync.stage import lipsync_stage_for
-        lip = lipsync_stage_for(options)
+        lip = lipsync_stage_for(options, host_dir=host_dir)
         if lip is not None:
             stages.append(lip)
     # img2img refinement runs last (after lip-sync): the caller's RefineStage, else options.refine's
