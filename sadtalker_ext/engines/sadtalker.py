@@ -374,8 +374,17 @@ class SadTalkerEngine:
         if mode not in PREPROCESS_MODES:
             raise OptionError(f"--preprocess {mode!r} is not valid for the sadtalker engine; use one "
                               f"of {', '.join(PREPROCESS_MODES)}")
-        models = self._models(options)
         face = find_face(image, options.face_index)
+        models = self._models(options)
+        try:
+            return self._prepare(image, face, models, options)
+        finally:
+            if models.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _prepare(self, image: np.ndarray, face, models: _Models,
+                 options: GenerateOptions) -> SadTalkerSource:
+        mode = options.preprocess
         h, w = image.shape[:2]
         work = image
         points = face.points
