@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError, OptionError
+from .alloc import cpu_allocator_tuned
 from .blocks import (SPADE, SPADEResBlock, SpectralNormConv2d, coordinate_grid_3d,
                      keypoint_gaussians)
 from .generator import OcclusionAwareSPADEGenerator
@@ -112,7 +113,8 @@ class _PhaseUpConv:
         self.units: List[Tuple[int, int]] = []
         for uh, mh in enumerate(mixes):
             for uw, mw in enumerate(mixes):
-                blocks.append(torch.einsum("pk,ql,oi...kl->oi...pq", mh, mw, w64))
+                blocks.append(torch.einsum("pk,ql,oi...kl->oi...pq", mh.to(w64.device),
+                                           mw.to(w64.device), w64))
                 self.units.append((uh, uw))
         self.n_units = len(blocks)
         self.weight = torch.cat(blocks, 0).to(weight.dtype).contiguous()
@@ -313,6 +315,8 @@ class FaceRenderer:
         channels_last: memory format of the 2D decoder (default True).
         phase_upsampling: use the low-resolution phase convs (default True; False runs the plain
             up-sample + conv, for comparisons).
+        tune_allocator: let :meth:`render_frames` keep large freed blocks for reuse on the CPU
+            (glibc only; see :mod:`.alloc`). :meth:`render` alone never changes the allocator.
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch.
 
@@ -323,7 +327,7 @@ class FaceRenderer:
     def __init__(self, generator: OcclusionAwareSPADEGenerator, *,
                  device: Optional[Union[str, torch.device]] = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                 phase_upsampling: bool = True):
+                 phase_upsampling: bool = True, tune_allocator: bool = True):
         if not isinstance(generator, OcclusionAwareSPADEGenerator):
             raise OptionError("FaceRenderer needs an OcclusionAwareSPADEGenerator; build it with "
                               "load_generator().")
@@ -342,6 +346,7 @@ class FaceRenderer:
         # full-resolution 3D convs (hourglass input / output level) in channels_last_3d
         self.mf3 = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.phase = phase_upsampling
+        self.tune_allocator = tune_allocator
         self.config = generator.config
         self._source: Optional[_Source] = None
         with torch.no_grad():
@@ -357,13 +362,12 @@ class FaceRenderer:
             w, b = _fold_bn(blk.conv.weight, blk.conv.bias, blk.norm)
             fmt = self.mf3 if i == 0 else torch.contiguous_format
             self.down.append(_ConvW(w.to(dev).contiguous(memory_format=fmt), b.to(dev), 1))
-        self.up: List[Tuple[str, object]] = []
+        # hourglass up blocks: (weight, bias) with BN folded; phase weights made on first use
+        self.up: List[Tuple[torch.Tensor, torch.Tensor]] = []
         for blk in hg.decoder.up_blocks:
             w, b = _fold_bn(blk.conv.weight, blk.conv.bias, blk.norm)
-            self.up.append((w.to(dev).contiguous(), b.to(dev), None))
+            self.up.append((w.to(dev).contiguous(), b.to(dev)))
         self._up_phase: Dict[int, _PhaseUpConv] = {}
-        for i, (w, b, _) in enumerate(self.up):
-            self._up_phase[i] = _PhaseUpConv(w, b, 2).to(dev)
         w, b = _fold_bn(hg.decoder.conv.weight, hg.decoder.conv.bias, hg.decoder.norm)
         self.hg_out = _ConvW(w.to(dev).contiguous(memory_format=self.mf3), b.to(dev), 1)
         self.mask = _ConvW(dm.mask.weight.detach().to(dev).contiguous(),
@@ -457,11 +461,19 @@ class FaceRenderer:
 
     def render_frames(self, kp_driving: torch.Tensor, batch_size: int = 4
                       ) -> Iterator[torch.Tensor]:
-        """Yield ``[b, 3, H, W]`` CPU float32 batches for all ``[T, K, 3]`` keypoints, in order."""
+        """Yield ``[b, 3, H, W]`` CPU float32 batches for all ``[T, K, 3]`` keypoints, in order.
+
+        On the CPU (with ``tune_allocator``) the whole loop runs inside
+        :func:`~sadtalker_ext.render.facevid2vid.alloc.cpu_allocator_tuned`.
+
+        Raises:
+            OptionError: ``batch_size < 1``. InputError: as :meth:`render`.
+        """
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1; got {batch_size}.")
-        for i in range(0, kp_driving.shape[0], batch_size):
-            yield self.render(kp_driving[i:i + batch_size])
+        with cpu_allocator_tuned(self.tune_allocator and self.device.type == "cpu"):
+            for i in range(0, kp_driving.shape[0], batch_size):
+                yield self.render(kp_driving[i:i + batch_size])
 
     # -- the per-frame network ---------------------------------------------------------------
     def _dense_motion(self, kp_d: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -503,7 +515,7 @@ class FaceRenderer:
             skips.append(y.contiguous() if i == 0 else y)
         out = skips.pop()
         last = len(self.up) - 1
-        for i, (w, b, _) in enumerate(self.up):
+        for i, (w, b) in enumerate(self.up):
             skip = skips.pop()
             n = out.shape[-1]
             cout = w.shape[0]
@@ -511,7 +523,9 @@ class FaceRenderer:
                               device=x.device, dtype=out.dtype,
                               memory_format=self.mf3 if i == last else torch.contiguous_format)
             if self.phase and n >= 8:
-                pc = self._up_phase[i]
+                pc = self._up_phase.get(i)
+                if pc is None:  # 2x2-tap phase weights (4/9 of the multiply-adds)
+                    pc = self._up_phase[i] = _PhaseUpConv(w, b, 2)
                 ph = F.relu_(pc(out))
                 pc.scatter(ph, cat[:, :cout])
                 del ph

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""SadTalker face-renderer speed: the straightforward per-frame generator forward (as the official
+``make_animation`` loop calls it) against :class:`FaceRenderer` (source encoded once, batched frames).
+
+    python bench/sadtalker.py                         # CPU, 256 px, batch sizes 1 2 4 8
+    python bench/sadtalker.py --batch 1 4 --threads 2 --repeats 2
+    python bench/sadtalker.py --device cuda --fp16    # CUDA, float16 autocast for both paths
+    python bench/sadtalker.py --no-baseline --batch 8 16
+
+Weights: --checkpoint, else the synthetic SadTalker_V0.0.2_256.safetensors of the test cache
+($SADTALKER_SYNTH_DIR or ~/.cache/sd-talking-head/synthetic-ckpts, built with
+shared/reference/synth_ckpt.py when missing), else PyTorch's default initialisation (the speed does
+not depend on the values). Input: the astronaut photo (skimage) resized to --size, random source
+keypoints and per-frame driving keypoints around them.
+
+For every batch size B it times one call of B frames (the best of --repeats): the baseline is
+``generator(source, kp_driving, kp_source)`` with the source repeated B times (B = 1 is the official
+per-frame loop), the fast path is ``FaceRenderer.render`` after one ``prepare_source``. Frames are
+moved to the CPU in both. Printed: frames/s, ms/frame, the speed-up at the same B and against the
+per-frame baseline. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
+from returning large blocks (see sadtalker_ext/render/facevid2vid/alloc.py), ``default`` leaves
+glibc as it is. On CUDA, TF32 is left as torch's defaults set it. No assertions: figures only.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SADTALKER_FILE = "SadTalker_V0.0.2_256.safetensors"
+
+
+def _synthetic_checkpoint() -> Path | None:
+    """The cached synthetic SadTalker file, built with synth_ckpt.py when possible."""
+    out = Path(os.environ.get("SADTALKER_SYNTH_DIR",
+                              Path.home() / ".cache" / "sd-talking-head" / "synthetic-ckpts"))
+    path = out / SADTALKER_FILE
+    if path.is_file():
+        return path
+    ref = Path(os.environ.get("SADTALKER_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+    script = ref / "synth_ckpt.py"
+    if script.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(script), str(out), "--files", SADTALKER_FILE],
+                       check=True, stdout=subprocess.DEVNULL)
+        if path.is_file():
+            return path
+    return None
+
+
+def render_speed(args) -> list:
+    import numpy as np
+    import torch
+    from skimage import data, transform
+
+    from sadtalker_ext.render.facevid2vid.alloc import cpu_allocator_tuned
+    from sadtalker_ext.render.facevid2vid.checkpoint import load_generator
+    from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
+    from sadtalker_ext.render.facevid2vid.generator import OcclusionAwareSPADEGenerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = torch.float16 if args.fp16 else torch.float32
+    if args.fp16 and device.type != "cuda":
+        raise SystemExit("--fp16 needs --device cuda")
+
+    ckpt = args.checkpoint or _synthetic_checkpoint()
+    if ckpt is not None:
+        gen = load_generator(ckpt, device=device)
+        weights = str(ckpt)
+    else:
+        gen = OcclusionAwareSPADEGenerator().eval().requires_grad_(False).to(device)
+        weights = "default initialisation"
+
+    size = args.size
+    img = data.astronaut()[0:240, 105:345].astype(np.float32) / 255.0
+    img = transform.resize(img, (size, size, 3), anti_aliasing=True).astype(np.float32)
+    source = torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
+    rng = np.random.default_rng(0)
+    kp_source = torch.from_numpy(rng.uniform(-0.6, 0.6, (1, 15, 3)).astype(np.float32)).to(device)
+    max_b = max(args.batch)
+    kp_all = (kp_source + torch.from_numpy(
+        0.05 * rng.standard_normal((max_b, 15, 3)).astype(np.float32)).to(device))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def autocast():
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def baseline(b):
+        with torch.inference_mode(), autocast():
+            out = gen(source.expand(b, -1, -1, -1), kp_all[:b], kp_source.expand(b, -1, -1))
+            return out["prediction"].float().cpu()
+
+    renderer = FaceRenderer(gen, device=device, dtype=dtype)
+
+    def fast(b):
+        return renderer.render(kp_all[:b])
+
+    def timed(fn, b):
+        best = float("inf")
+        for _ in range(max(1, args.repeats)):
+            sync()
+            t0 = time.perf_counter()
+            fn(b)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    print(f"device {device} ({torch.get_num_threads()} CPU threads), dtype {dtype}, size {size}, "
+          f"allocator {args.allocator}, torch {torch.__version__}")
+    print(f"weights: {weights}")
+    results = []
+    with cpu_allocator_tuned(args.allocator == "tuned" and device.type == "cpu"):
+        t0 = time.perf_counter()
+        renderer.prepare_source(source, kp_source)
+        sync()
+        print(f"prepare_source: {1000 * (time.perf_counter() - t0):.0f} ms (once per video)")
+        fast(1)  # warm-up (kernel selection, allocator)
+        if not args.no_baseline:
+            baseline(1)
+        base1 = None
+        for b in args.batch:
+            row = {"batch": b}
+            if not args.no_baseline:
+                tb = timed(baseline, b)
+                row["baseline_fps"] = b / tb
+                if b == 1:
+                    base1 = row["baseline_fps"]
+            tf = timed(fast, b)
+            row["fast_fps"] = b / tf
+            results.append(row)
+            line = f"batch {b:3d}:"
+            if "baseline_fps" in row:
+                line += (f" baseline {row['baseline_fps']:7.3f} fps ({1000 / row['baseline_fps']:7.0f}"
+                         f" ms/frame)")
+            line += f"   fast {row['fast_fps']:7.3f} fps ({1000 / row['fast_fps']:7.0f} ms/frame)"
+            if "baseline_fps" in row:
+                line += f"   speed-up x{row['fast_fps'] / row['baseline_fps']:.2f} (same batch)"
+            if base1:
+                line += f", x{row['fast_fps'] / base1:.2f} vs per-frame baseline"
+            print(line, flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--size", type=int, default=256, help="image side (256 or 512)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls per batch size (best kept)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    ap.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
+    ap.add_argument("--no-baseline", action="store_true", help="time the fast path only")
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    args = ap.parse_args(argv)
+    render_speed(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
