@@ -491,3 +491,16 @@ def test_cli_without_model_prints_one_line(tmp_path, capsys):
                "--sd-checkpoint", str(tmp_path / "none.safetensors")])
     assert rc == 2 and "SD checkpoint not found" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("method,side", [("dis", 256), ("dis", 1024), ("farneback", 256)])
+def test_flow_measures_a_known_shift(astronaut, method, side):
+    """Frame k is frame t moved by (+6, -4) px: the flow t -> k is (+6, -4), also when computed downscaled."""
+    import cv2
+    from sadtalker_ext.refine.flow import FlowCarrier
+    g = cv2.cvtColor(astronaut[40:460, 40:460], cv2.COLOR_RGB2GRAY)        # 420 px: downscaled when side=256
+    t = g[20:-20, 20:-20]
+    k = g[24:-16, 14:-26]                                                  # k(x) = t(x - (6, -4))
+    flow = FlowCarrier(method, max_side=side).flow(np.ascontiguousarray(t), np.ascontiguousarray(k))
+    inner = flow[40:-40, 40:-40].reshape(-1, 2)
+    np.testing.assert_allclose(np.median(inner, axis=0), [6.0, -4.0], atol=0.6)

@@ -5,8 +5,8 @@ outside its paste-back mask). For a frame ``t`` between keyframes ``p`` and ``n`
 
 1. dense flow ``F`` from frame ``t`` to keyframe ``k`` on the unrefined frames (grey levels), over
    the union of the residual's box and ``t``'s region plus a motion margin
-   (``cv2.DISOpticalFlow`` MEDIUM preset, or ``cv2.calcOpticalFlowFarneback``), so that
-   ``frame_t(x) ~ frame_k(x + F(x))``;
+   (``cv2.DISOpticalFlow`` MEDIUM preset, or ``cv2.calcOpticalFlowFarneback``; computed at most
+   256 px wide and scaled up), so that ``frame_t(x) ~ frame_k(x + F(x))``;
 2. ``r_k`` and ``frame_k`` are warped to ``t`` by ``F`` (bilinear ``cv2.remap``; outside = 0);
 3. a per-pixel confidence ``c_k = exp(-(e / tau)^2)`` from the photometric error
    ``e = |frame_t - warp(frame_k)|`` (mean over RGB, Gaussian-smoothed, ``tau`` = 16 levels) fades
@@ -84,22 +84,39 @@ class FlowCarrier:
     """Warps keyframe residuals to other frames (see the module doc).
 
     method: "dis" (default, fast) or "farneback". margin: extra context around the regions for
-    the flow, as a fraction of the region's larger side (plus 8 px).
+    the flow, as a fraction of the region's larger side (plus 8 px). max_side: regions larger than
+    this (pixels) are analysed downscaled to it.
     """
 
-    def __init__(self, method: str = "dis", margin: float = 0.15):
+    def __init__(self, method: str = "dis", margin: float = 0.15, max_side: int = 256):
         self.method = method
         self.margin = float(margin)
+        self.max_side = int(max_side)
         self._dis = None
 
-    def flow(self, gray_t: np.ndarray, gray_k: np.ndarray) -> np.ndarray:
-        """Dense flow ``[h, w, 2]`` float32 with ``gray_t(x) ~ gray_k(x + flow(x))``."""
+    def _raw_flow(self, gray_t: np.ndarray, gray_k: np.ndarray) -> np.ndarray:
         if self.method == "farneback":
             return cv2.calcOpticalFlowFarneback(gray_t, gray_k, None, pyr_scale=0.5, levels=4, winsize=21,
                                                 iterations=3, poly_n=5, poly_sigma=1.1, flags=0)
         if self._dis is None:
             self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         return self._dis.calc(gray_t, gray_k, None)
+
+    def flow(self, gray_t: np.ndarray, gray_k: np.ndarray) -> np.ndarray:
+        """Dense flow ``[h, w, 2]`` float32 with ``gray_t(x) ~ gray_k(x + flow(x))``. Regions larger
+        than ``max_side`` are analysed downscaled (area averaging) and the flow is scaled back up
+        (bilinear), which keeps the cost per frame flat for large faces."""
+        h, w = gray_t.shape[:2]
+        scale = self.max_side / max(h, w)
+        if scale >= 1.0:
+            return self._raw_flow(gray_t, gray_k)
+        sw, sh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
+        small = self._raw_flow(cv2.resize(gray_t, (sw, sh), interpolation=cv2.INTER_AREA),
+                               cv2.resize(gray_k, (sw, sh), interpolation=cv2.INTER_AREA))
+        big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        big[..., 0] *= w / sw
+        big[..., 1] *= h / sh
+        return big
 
     def carry(self, frame_t: np.ndarray, key: KeyResidual, region: Box) -> Tuple[np.ndarray, np.ndarray]:
         """The residual of ``key`` warped onto ``frame_t`` over ``region`` (inside the frame), and
