@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help=f"speaking rate, words per minute {RATE_RANGE[0]}..{RATE_RANGE[1]} (default: %(default)s)")
     g.add_argument("--pitch", type=float, default=DEFAULT_PITCH,
                    help=f"voice pitch {PITCH_RANGE[0]}..{PITCH_RANGE[1]} (default: %(default)s)")
-    g.add_argument("--tts-engine", default=DEFAULT_ENGINE, help="speech engine: espeak-ng or piper (default: %(default)s)")
+    g.add_argument("--tts-engine", default=DEFAULT_ENGINE,
+                   help="speech engine: espeak-ng or piper (default: %(default)s)")
     return parser
 
 
