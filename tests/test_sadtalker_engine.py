@@ -147,6 +147,34 @@ def test_missing_mapping_file_is_named(synthetic_checkpoints, tmp_path, astronau
     assert MAPPING_FULL in msg and "download" in msg and "\n" not in msg
 
 
+def test_checkpoint_choice_by_size(synthetic_checkpoints, tmp_path):
+    only256 = tmp_path / "only256"
+    only256.mkdir()
+    os.symlink(synthetic_checkpoints / "SadTalker_V0.0.2_256.safetensors",
+               only256 / "SadTalker_V0.0.2_256.safetensors")
+    both = SadTalkerEngine(checkpoints=str(synthetic_checkpoints))
+    assert both._checkpoint_for(512)[0].name == "SadTalker_V0.0.2_512.safetensors"
+    assert both._checkpoint_for(256)[0].name == "SadTalker_V0.0.2_256.safetensors"
+    path, render = SadTalkerEngine(checkpoints=str(only256))._checkpoint_for(512)
+    assert path.name == "SadTalker_V0.0.2_256.safetensors" and render == 256  # up-scaled output
+    if locate.find_file("SadTalker_V0.0.2_256.safetensors", locate.search_dirs(None, existing_only=True)):
+        return
+    with pytest.raises(CheckpointError, match="SadTalker_V0.0.2_256.safetensors"):
+        SadTalkerEngine(checkpoints=str(tmp_path))._checkpoint_for(256)
+
+
+def test_device_and_precision_choice(synthetic_checkpoints):
+    eng = SadTalkerEngine(checkpoints=str(synthetic_checkpoints))
+    dev, dtype = eng.resolve_device(_opts(synthetic_checkpoints, device="cpu", precision="fp16"))
+    assert dev.type == "cpu" and dtype == torch.float32  # reduced precision is CUDA-only
+    if torch.cuda.is_available():
+        dev, dtype = eng.resolve_device(_opts(synthetic_checkpoints, device="cuda", precision="fp16"))
+        assert dev.type == "cuda" and dtype == torch.float16
+    else:
+        with pytest.raises(OptionError, match="CUDA"):
+            eng.resolve_device(_opts(synthetic_checkpoints, device="cuda"))
+
+
 # ------------------------------------------------------------------------------------------------
 # motion (cheap: no rendering)
 # ------------------------------------------------------------------------------------------------

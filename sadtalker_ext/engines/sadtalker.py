@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..audio.mel import prepare_sadtalker_audio
-from ..errors import CheckpointError, InputError, NoFaceError, OptionError, VideoError
+from ..errors import CheckpointError, InputError, OptionError, VideoError
 from ..face import align3d
 from ..face.crop import PasteBack
 from ..face.landmarks import detect_faces, find_face
