@@ -234,10 +234,25 @@ class DiffusersBackend:
         self._img2img = pipe
         self._inpaint = None
 
+    @staticmethod
+    def _quiet() -> None:
+        """Keep diffusers/transformers to errors only: no progress bars or advice in the CLI output."""
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        try:
+            from diffusers.utils import logging as dlog
+            from transformers.utils import logging as tlog
+            for lib in (dlog, tlog):
+                lib.set_verbosity_error()
+                lib.disable_progress_bar()
+        except (ImportError, AttributeError):
+            pass
+
     def load(self) -> "DiffusersBackend":
         """Load the model now (it is otherwise loaded by the first request). Returns self."""
         if self._img2img is not None:
             return self
+        self._quiet()
         from diffusers import StableDiffusionImg2ImgPipeline
         p = self.checkpoint
         kwargs = dict(safety_checker=None, requires_safety_checker=False)
