@@ -86,6 +86,10 @@ def _check_build(result: dict, major: int) -> None:
         assert "th_audio_mic" in gen_in
     else:
         assert "th_audio_mic" not in ids
+    if (REPO / "sadtalker_ext" / "ui" / "refine_panel.py").exists():  # optional parts are included when present
+        assert "th_refine_enabled" in gen_in and "th_refine_table" in gen_in
+    if (REPO / "sadtalker_ext" / "audio" / "tts").exists():
+        assert "th_tts_text" in gen_in and "th_tts_lang" in gen_in
     assert result["tab"] == ["Talking Head", "talking_head"]
     assert result["targets"] == {"image": "th_image", "prompt": "th_prompt"}
 
@@ -220,16 +224,17 @@ def test_optional_parts_that_fail_do_not_break_the_tab(monkeypatch, tmp_path):
     assert "th_generate" in names and "th_tts_text" not in names
     assert "models folder unreadable" in names["th_models"].value
     assert blocks.talking_head_ui.refine is None
+    assert names["th_sec_refinementimg2img"].visible  # no panel: the refinement options are shown instead
 
 
 def test_refine_panel_contract_is_wired_when_present(monkeypatch, tmp_path):
     gr = pytest.importorskip("gradio")
-    from sadtalker_ext.ui import tab
+    from sadtalker_ext.ui import compat, tab
 
     seen = {}
 
-    def build_refine_panel(prompt=None):
-        seen["prompt"] = prompt
+    def build_refine_panel(host=None, prompt=None, image=None):
+        seen.update(host=host, prompt=prompt, image=image)
         strength = gr.Slider(0, 1, value=0.3, label="strength", elem_id="th_refine_strength")
         return types.SimpleNamespace(inputs=[strength], stages=lambda host, s: ["stage", s])
     panel = types.ModuleType("sadtalker_ext.ui.refine_panel")
@@ -238,10 +243,12 @@ def test_refine_panel_contract_is_wired_when_present(monkeypatch, tmp_path):
     real_find_spec = tab.importlib.util.find_spec
     monkeypatch.setattr(tab.importlib.util, "find_spec",
                         lambda n, *a: object() if n == "sadtalker_ext.ui.refine_panel" else real_find_spec(n, *a))
-    blocks = tab.build_blocks(LocalHost(output_dir=tmp_path))
+    host = LocalHost(output_dir=tmp_path)
+    blocks = tab.build_blocks(host)
     ui = blocks.talking_head_ui
-    assert seen["prompt"] is ui.components["prompt"]
+    assert seen == {"host": host, "prompt": ui.components["prompt"], "image": ui.components["image"]}
     assert ui.gen_inputs[-2].elem_id == "th_refine_strength"
+    assert not compat.component_names(blocks)["th_sec_refinementimg2img"].visible  # edited in the panel
 
 
 # ------------------------------------------------------------------------------------------- handlers
@@ -258,7 +265,8 @@ def _inputs(ui, image, audio, **opts):
     for spec in ui.specs:
         values.append(opts.get(spec.name, initial_value(spec)))
     extra = [None, "en"] if ui.components.get("tts_text") is not None else []
-    return [image] + [audio] + [None] * (len(ui.audio_components) - 1) + extra + ["a prompt"] + values + [[]]
+    refine = [getattr(comp, "value", None) for comp in ui.refine_inputs]  # the panel's defaults (off)
+    return [image] + [audio] + [None] * (len(ui.audio_components) - 1) + extra + ["a prompt"] + values + refine + [[]]
 
 
 def _fake_run_job(frames=6, delay=0.05, error=None, wait_for_stop=False, first_delay=0.0):

@@ -156,6 +156,37 @@ def enable_queue(blocks, concurrency: int = 2):
     return blocks.queue()
 
 
+def relax_queue_timeout(blocks) -> bool:
+    """gradio 3 only: let the queue wait as long as a step takes.
+
+    gradio 3.41's queue runs every step of an event through an HTTP request to its own server, with an
+    ``httpx.AsyncClient`` whose default timeout (5 s) httpx >= 0.25 applies to each step (the 0.24.1 the
+    WebUI pins does not), so a step longer than 5 s, e.g. while a C extension of a running job holds the
+    GIL, kills the event and freezes the progress display. Call after ``blocks.queue()`` (before or after
+    launch). Returns True when a gradio 3 queue was adjusted.
+    """
+    q = getattr(blocks, "_queue", None)
+    if q is None or not hasattr(q, "queue_client") or major() >= 4:
+        return False
+    import httpx
+
+    def relax():
+        if getattr(q, "queue_client", None) is not None:
+            q.queue_client.timeout = httpx.Timeout(None)
+
+    if not getattr(q, "_th_relaxed", False):
+        original = q.start
+
+        async def start(*args, **kwargs):
+            result = await original(*args, **kwargs)
+            relax()
+            return result
+        q.start = start
+        q._th_relaxed = True
+    relax()
+    return True
+
+
 def launch(blocks, host: str, port: int, allowed_paths: Sequence[str] = (), **kwargs):
     """``blocks.launch`` on ``host:port`` without blocking; returns ``(fastapi_app, local_url)``."""
     params = inspect.signature(blocks.launch).parameters
@@ -191,5 +222,5 @@ def dependencies(blocks) -> list:
 
 
 __all__ = ["gr", "version", "major", "make", "update", "listen", "audio_inputs", "image_input",
-           "file_input", "select_data_type", "enable_queue", "launch", "translate_kwargs", "component_names",
+           "file_input", "select_data_type", "enable_queue", "relax_queue_timeout", "launch", "translate_kwargs", "component_names",
            "dependencies"]

@@ -65,6 +65,7 @@ def serve(host: str = "127.0.0.1", port: int = 7861, output_dir: str | os.PathLi
     out = local.output_dir().resolve()
     page = create(local)
     compat.enable_queue(page, concurrency=4)
+    compat.relax_queue_timeout(page)
     app, url = compat.launch(page, host, port, allowed_paths=[str(out)])
     if mount_api(app, local):
         log.info("HTTP API mounted under /talking-head/v1")

@@ -16,10 +16,11 @@ Optional parts (TTS, the img2img refinement panel, model status) are imported in
 one fails the rest of the tab still works, and :func:`build_tab` falls back to a tab that shows the error
 and the fix if even the main tab cannot be built.
 
-Optional refinement panel contract (``sadtalker_ext/ui/refine_panel.py``, added by the refinement work):
-``build_refine_panel(prompt=<gr.Textbox>)`` (or without arguments), called inside the tab's layout. It may
-return an object with ``inputs`` (a list of components) and ``stages(host, *values) -> list`` (post stages
-for ``run_job(stages=...)``); anything else is shown but not wired into generation.
+Optional refinement panel (``sadtalker_ext/ui/refine_panel.py``): ``build_refine_panel(host=, prompt=,
+image=)`` (each argument only when its signature takes it), called inside the tab's layout, below the main
+row. It may return an object with ``inputs`` (a list of components) and ``stages(host, *values) -> list``
+(post stages for ``run_job(stages=...)``); anything else is shown but not wired into generation. While the
+panel is there, the options' own refinement section is hidden (it comes back if the panel fails to build).
 
 TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text, lang)`` returning
 ``(AudioClip, phoneme events)`` (or just an audio path / clip); ``LANGUAGES`` fills the language list and
@@ -58,6 +59,8 @@ POLL_S = 0.25
 #: A handler yields at least this often: gradio 3.41's queue fetches each step of a generator over HTTP
 #: with httpx's default 5 s timeout (httpx >= 0.28), so a step must never take that long.
 HEARTBEAT_S = 1.0
+#: Options section shown only when there is no refinement panel.
+REFINE_SECTION = "Refinement (img2img)"
 PREVIEW_SIDE = 256
 HISTORY_MAX = 50
 
@@ -239,6 +242,8 @@ class TalkingHeadUI:
         self.tts = _optional_module("sadtalker_ext.audio.tts")
         self.refine = None
         self.refine_inputs: list = []
+        self.refine_module = None
+        self._refine_section = None
         self._active: set = set()
         self._active_lock = threading.Lock()
 
@@ -266,6 +271,7 @@ class TalkingHeadUI:
     def build(self):
         gr = compat.gr()
         c = self.components
+        self.refine_module = _optional_module("sadtalker_ext.ui.refine_panel")
         with gr.Blocks(analytics_enabled=False) as blocks:
             with gr.Row(elem_id="th_main"):
                 with gr.Column(scale=1, elem_id="th_inputs"):
@@ -277,7 +283,6 @@ class TalkingHeadUI:
                     c["tts_text"] = c["tts_lang"] = None
                     if self.tts is not None:
                         self._build_tts()
-                    self._build_refine_panel()
                 with gr.Column(scale=1, elem_id="th_settings"):
                     self._build_options()
                 with gr.Column(scale=1, elem_id="th_outputs"):
@@ -294,6 +299,7 @@ class TalkingHeadUI:
                     c["history"] = compat.make("Gallery", label="This session's results (click to play)",
                                                elem_id="th_history", columns=4, height=240, allow_preview=False)
                     c["history_state"] = gr.State([])
+            self._build_refine_panel()
             with compat.make("Accordion", "Models", open=False, elem_id="th_models_acc"):
                 c["models"] = compat.make("HTML", models_html(self.host), elem_id="th_models")
                 with gr.Row():
@@ -344,10 +350,14 @@ class TalkingHeadUI:
                 for spec in specs:
                     made[spec.name] = self._control(spec)
             else:
-                with compat.make("Accordion", section, open=False,
-                                 elem_id="th_sec_" + "".join(ch for ch in section.lower() if ch.isalnum())):
+                # the refinement options are edited in the refinement panel when there is one
+                hidden = section == REFINE_SECTION and self.refine_module is not None
+                with compat.make("Accordion", section, open=False, visible=not hidden,
+                                 elem_id="th_sec_" + "".join(ch for ch in section.lower() if ch.isalnum())) as acc:
                     for spec in specs:
                         made[spec.name] = self._control(spec)
+                if section == REFINE_SECTION:
+                    self._refine_section = acc
         self.option_components = [made[s.name] for s in self.specs]
         del gr
 
@@ -383,21 +393,24 @@ class TalkingHeadUI:
         return compat.make("Textbox", value=value, lines=lines, **common)
 
     def _build_refine_panel(self):
-        mod = _optional_module("sadtalker_ext.ui.refine_panel")
-        if mod is None or not hasattr(mod, "build_refine_panel"):
-            return
+        mod = self.refine_module
         try:
+            if mod is None or not hasattr(mod, "build_refine_panel"):
+                return
             fn = mod.build_refine_panel
             params = inspect.signature(fn).parameters
-            panel = fn(prompt=self.components["prompt"]) if "prompt" in params else fn()
+            offer = {"host": self.host, "prompt": self.components["prompt"], "image": self.components["image"]}
+            panel = fn(**{k: v for k, v in offer.items() if k in params})
+            inputs = list(getattr(panel, "inputs", None) or [])
+            if inputs and callable(getattr(panel, "stages", None)):
+                self.refine = panel
+                self.refine_inputs = inputs
         except Exception:
             log.warning("the img2img refinement panel failed to build; the tab works without it",
                         exc_info=True)
-            return
-        inputs = list(getattr(panel, "inputs", None) or [])
-        if inputs and callable(getattr(panel, "stages", None)):
-            self.refine = panel
-            self.refine_inputs = inputs
+        finally:
+            if self.refine is None and self._refine_section is not None:
+                self._refine_section.visible = True  # no panel: edit the refinement options here
 
     def _wire(self):
         c = self.components
