@@ -59,14 +59,29 @@ def mount_api(app, host) -> bool:
 
 def serve(host: str = "127.0.0.1", port: int = 7861, output_dir: str | os.PathLike = "outputs/talking-head",
           models_dir: str | os.PathLike | None = None, block: bool = True, settings: dict | None = None):
-    """Serve the UI on ``host:port``; blocks until Ctrl-C when ``block``. Returns ``(blocks, url)``."""
+    """Serve the UI on ``host:port``; blocks until Ctrl-C when ``block``. Returns ``(blocks, url)``.
+
+    Raises:
+        DependencyError: gradio is not installed. OptionError: the address cannot be served (port in use).
+    """
+    import importlib.util
+
+    from ..errors import DependencyError
     from . import compat
+    if importlib.util.find_spec("gradio") is None:
+        raise DependencyError('the web UI needs gradio: pip install "gradio==3.41.2" "fastapi==0.94.0" '
+                              "(or run it inside the WebUI)")
     local = LocalHost(output_dir=output_dir, models_dir=models_dir, settings=settings)
     out = local.output_dir().resolve()
     page = create(local)
     compat.enable_queue(page, concurrency=4)
     compat.relax_queue_timeout(page)
-    app, url = compat.launch(page, host, port, allowed_paths=[str(out)])
+    try:
+        app, url = compat.launch(page, host, port, allowed_paths=[str(out)])
+    except OSError as exc:
+        from ..errors import OptionError
+        raise OptionError(f"cannot serve on {host}:{port} ({' '.join(str(exc).split())[:200]}); "
+                          "choose another --port or --host") from None
     if mount_api(app, local):
         log.info("HTTP API mounted under /talking-head/v1")
     print(f"Talking Head UI on {url} (outputs in {out})", flush=True)
