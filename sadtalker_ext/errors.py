@@ -75,3 +75,9 @@ class OutputError(TalkingHeadError):
     """The output could not be written (disk full, permission denied)."""
 
     http_status = 507
+
+
+class OutOfMemory(TalkingHeadError):
+    """The GPU (or RAM) ran out of memory; the run was stopped and its memory given back."""
+
+    http_status = 503

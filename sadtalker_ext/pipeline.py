@@ -28,6 +28,7 @@ from .engines.base import FrameChunk, RunContext, Stage
 from .errors import GenerationInterrupted
 from .io.image import load_image, to_rgb8
 from .io.video_writer import VideoWriter
+from .memory import oom_guard
 from .options import GenerateOptions
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def _as_audio(audio) -> AudioClip:
     return load_audio(audio)
 
 
+@oom_guard
 def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
              callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
              phoneme_events=None, video=None, host_dir=None) -> Result:
@@ -88,6 +90,8 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     host_dir: the host's models folder (searched for checkpoints after --checkpoints and the env var).
     Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
     GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
+    Out-of-memory errors (GPU or RAM) become OutOfMemory after the run's memory is released
+    (:func:`~sadtalker_ext.memory.oom_guard`).
     """
     t0 = time.perf_counter()
     options = (options or GenerateOptions()).validate()
