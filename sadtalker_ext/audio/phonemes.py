@@ -50,6 +50,32 @@ def _clean_text(text: str) -> str:
     return " ".join(words)
 
 
+def _decode(decoder, raw: bytes) -> None:
+    decoder.start_utt()
+    decoder.process_raw(raw, full_utt=True)
+    decoder.end_utt()
+
+
+def _recognise(decoder, raw: bytes) -> str:
+    """Open-vocabulary recognition with the bundled en-US language model; cleaned lower-case words."""
+    _decode(decoder, raw)
+    hyp = decoder.hyp()
+    return _clean_text(hyp.hypstr) if hyp is not None else ""
+
+
+def _force_align(decoder, raw: bytes, text: str):
+    """Word/phone alignment of ``text`` to ``raw`` (16-bit PCM at 16 kHz), or None.
+
+    The first pass aligns words; get_alignment() is only filled by a second pass with the
+    alignment search switched on (set_alignment).
+    """
+    decoder.set_align_text(text)
+    _decode(decoder, raw)
+    decoder.set_alignment()
+    _decode(decoder, raw)
+    return decoder.get_alignment()
+
+
 def align_phonemes(x16: np.ndarray, *, transcript: str | None = None,
                    required: bool = False) -> list[PhonemeEvent] | None:
     """Phone spans (ARPAbet, seconds) of English speech ``x16`` (float32 mono 16 kHz).
@@ -71,23 +97,10 @@ def align_phonemes(x16: np.ndarray, *, transcript: str | None = None,
         raw = pcm[s0:s1].tobytes()
         text = _clean_text(transcript) if (transcript and len(segments) == 1) else None
         try:
-            if not text:
-                decoder.start_utt()
-                decoder.process_raw(raw, full_utt=True)
-                decoder.end_utt()
-                hyp = decoder.hyp()
-                text = _clean_text(hyp.hypstr) if hyp is not None else ""
+            text = text or _recognise(decoder, raw)
             if not text:
                 continue
-            decoder.set_align_text(text)
-            decoder.start_utt()
-            decoder.process_raw(raw, full_utt=True)
-            decoder.end_utt()
-            decoder.set_alignment()
-            decoder.start_utt()
-            decoder.process_raw(raw, full_utt=True)
-            decoder.end_utt()
-            alignment = decoder.get_alignment()
+            alignment = _force_align(decoder, raw, text)
         except (RuntimeError, ValueError) as exc:  # pocketsphinx raises these when alignment fails
             log.info("pocketsphinx alignment failed on a segment: %s", exc)
             alignment = None
@@ -115,26 +128,12 @@ def align_words(x16: np.ndarray, transcript: str | None = None) -> list[tuple[st
     """Word spans (word, start s, end s) from the same alignment, silences excluded."""
     decoder = _decoder()
     pcm = (np.clip(x16, -1, 1) * 32767).astype(np.int16).tobytes()
-    text = _clean_text(transcript) if transcript else None
-    if not text:
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        text = _clean_text(hyp.hypstr) if hyp is not None else ""
+    text = (_clean_text(transcript) if transcript else None) or _recognise(decoder, pcm)
     if not text:
         return []
-    decoder.set_align_text(text)
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    # get_alignment() is only filled by a second pass with the alignment search switched on
-    decoder.set_alignment()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
+    alignment = _force_align(decoder, pcm, text)
     out = []
-    for w in decoder.get_alignment() or []:
+    for w in alignment or []:
         name = re.sub(r"\(\d+\)$", "", w.name)
         if name.startswith("<") or name.startswith("["):
             continue
