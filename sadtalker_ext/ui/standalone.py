@@ -82,6 +82,8 @@ def serve(host: str = "127.0.0.1", port: int = 7861, output_dir: str | os.PathLi
         from ..errors import OptionError
         raise OptionError(f"cannot serve on {host}:{port} ({' '.join(str(exc).split())[:200]}); "
                           "choose another --port or --host") from None
+    if hasattr(app, "cwd"):  # gradio 3 serves any file under app.cwd (the process's folder) at /file=
+        app.cwd = str(out)   # only the output folder (and gradio's own temp/upload files) then
     if mount_api(app, local):
         log.info("HTTP API mounted under /talking-head/v1")
     print(f"Talking Head UI on {url} (outputs in {out})", flush=True)
