@@ -102,7 +102,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, arctic_wav):
-    """The astronaut photo as a PNG, the ARCTIC speech (4 s) and the same speech tiled to 20 s."""
+    """The astronaut photo as a PNG, the ARCTIC speech (4 s, wav) and the same speech tiled to 20 s (FLAC)."""
     import soundfile as sf
     from PIL import Image
     from skimage import data
@@ -110,9 +110,9 @@ def inputs(tmp_path_factory, arctic_wav):
     png = d / "astronaut.png"
     Image.fromarray(data.astronaut()).save(png)
     speech, sr = sf.read(str(arctic_wav), dtype="int16")
-    long_wav = d / "speech_20s.wav"
-    sf.write(str(long_wav), np.tile(speech, 5), sr, subtype="PCM_16")
-    return png, Path(arctic_wav), long_wav
+    long_speech = d / "speech_20s.flac"   # FLAC: gradio would need ffmpeg to decode it; the tab does not
+    sf.write(str(long_speech), np.tile(speech, 5), sr, format="FLAC")
+    return png, Path(arctic_wav), long_speech
 
 
 def _open(browser, url):

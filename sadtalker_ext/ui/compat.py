@@ -16,7 +16,8 @@ queue                  ``queue(concurrency_count=n)``    ``queue(default_concurr
 
 So the tab only ever uses constructor arguments, ``gr.update`` (:func:`update`), :func:`listen` for events
 and :func:`audio_inputs` (gradio 3 cannot offer upload and microphone in one component: two are made, in
-tabs). gradio is imported lazily, on first use.
+tabs). Audio inputs pass the file through untouched (:func:`raw_audio_files`: no ffmpeg needed). gradio is
+imported lazily, on first use.
 """
 from __future__ import annotations
 
@@ -108,6 +109,37 @@ def listen(event: Callable, fn: Callable | None, inputs=None, outputs=None, *, j
     return event(**call)
 
 
+def raw_audio_files(component):
+    """Make an input ``gr.Audio`` hand over the uploaded / recorded file as it is (a path), without gradio's
+    own decoding: gradio decodes every non-wav file with pydub, which needs the ffmpeg program, while the
+    pipeline reads any format itself (PyAV). On gradio 3 a clip trimmed in the audio editor still goes
+    through gradio's decoding (it applies the trim). Returns ``component``."""
+    original = component.preprocess
+
+    if major() >= 4:
+        def preprocess(payload):
+            if payload is None:
+                return None
+            path = getattr(payload, "path", None)
+            if path is None and isinstance(payload, dict):
+                path = payload.get("path")
+            return str(path) if path else original(payload)
+    else:
+        def preprocess(x):
+            if x is None:
+                return None
+            if not isinstance(x, dict) or (x.get("crop_min", 0), x.get("crop_max", 100)) != (0, 100):
+                return original(x)
+            name, data = x.get("name"), x.get("data")
+            if x.get("is_file", False):
+                if str(name).startswith(("http://", "https://")):
+                    return original(x)
+                return component.make_temp_copy_if_needed(name)
+            return component.base64_to_temp_file_if_needed(data, name)
+    component.preprocess = preprocess
+    return component
+
+
 def audio_inputs(label: str, elem_id: str) -> list:
     """Audio input by upload or microphone, as a list of components (values: file paths or None).
 
@@ -116,15 +148,15 @@ def audio_inputs(label: str, elem_id: str) -> list:
     """
     g = gr()
     if "sources" in _accepted(g.Audio)[0]:
-        return [make("Audio", label=label, sources=["upload", "microphone"], type="filepath",
-                     elem_id=elem_id)]
+        return [raw_audio_files(make("Audio", label=label, sources=["upload", "microphone"], type="filepath",
+                                     elem_id=elem_id))]
     with g.Tabs():
         with g.Tab("Upload"):
             up = make("Audio", label=label, source="upload", type="filepath", elem_id=elem_id)
         with g.Tab("Record"):
             mic = make("Audio", label=label + " (microphone)", source="microphone", type="filepath",
                        elem_id=elem_id + "_mic")
-    return [up, mic]
+    return [raw_audio_files(up), raw_audio_files(mic)]
 
 
 def image_input(label: str, elem_id: str):
@@ -222,5 +254,5 @@ def dependencies(blocks) -> list:
 
 
 __all__ = ["gr", "version", "major", "make", "update", "listen", "audio_inputs", "image_input",
-           "file_input", "select_data_type", "enable_queue", "relax_queue_timeout", "launch", "translate_kwargs", "component_names",
+           "file_input", "select_data_type", "enable_queue", "relax_queue_timeout", "launch", "translate_kwargs", "raw_audio_files", "component_names",
            "dependencies"]
