@@ -105,6 +105,12 @@ def test_regions(clip, mask):
     import cv2
     grown = cv2.dilate(r.hard.astype(np.uint8), np.ones((13, 13), np.uint8))
     assert not np.any((r.soft > 0) & (grown == 0))
+    wx0, wy0, wx1, wy1 = r.window                          # masks are stored as crops of box ∩ frame
+    assert (wx0, wy0) == (max(0, x0), max(0, y0)) and (wx1, wy1) == (min(320, x1), min(320, y1))
+    assert r.soft_crop.shape == r.sd_crop.shape == (wy1 - wy0, wx1 - wx0)
+    sb = r.soft_bbox()
+    ys2, xs2 = np.nonzero(r.soft > 0)
+    assert sb == (xs2.min(), ys2.min(), xs2.max() + 1, ys2.max() + 1)
     if mask == "mouth":
         face = frame_regions(frame.shape, lm, "face", 6, 20)
         assert r.hard.sum() < 0.25 * face.hard.sum()

@@ -40,17 +40,72 @@ MOUTH_GROW = 0.15
 
 @dataclass
 class Regions:
-    """Masks and crop box of one frame (see the module doc).
+    """Masks and crop box of one frame (see the module doc), stored compactly.
 
-    hard: float32 ``[H, W]`` 0/1. soft: float32 ``[H, W]`` in [0, 1]. sd: uint8 ``[H, W]`` 0/255.
-    box: crop box (may exceed the frame). full: True for the whole-frame mask.
+    shape: the frame's ``(H, W)``. box: the crop box (may exceed the frame). window: ``box`` cut to
+    the frame - every mask is zero outside it, so only the window is stored: ``hard_crop`` uint8
+    0/1, ``soft_crop`` float32 in [0, 1], ``sd_crop`` uint8 0/255 (all None for ``full``, the whole
+    frame at 1). The properties :attr:`hard`, :attr:`soft`, :attr:`sd` give full-frame arrays
+    (float32, float32, uint8).
     """
 
-    hard: np.ndarray
-    soft: np.ndarray
-    sd: np.ndarray
+    shape: Tuple[int, int]
     box: Box
+    window: Box
+    hard_crop: Optional[np.ndarray] = None
+    soft_crop: Optional[np.ndarray] = None
+    sd_crop: Optional[np.ndarray] = None
     full: bool = False
+
+    def _full(self, crop: Optional[np.ndarray], dtype, one) -> np.ndarray:
+        h, w = self.shape
+        if self.full:
+            return np.full((h, w), one, dtype)
+        out = np.zeros((h, w), dtype)
+        x0, y0, x1, y1 = self.window
+        out[y0:y1, x0:x1] = crop
+        return out
+
+    @property
+    def hard(self) -> np.ndarray:
+        return self._full(self.hard_crop, np.float32, 1.0)
+
+    @property
+    def soft(self) -> np.ndarray:
+        return self._full(self.soft_crop, np.float32, 1.0)
+
+    @property
+    def sd(self) -> np.ndarray:
+        return self._full(self.sd_crop, np.uint8, 255)
+
+    def soft_bbox(self) -> Optional[Box]:
+        """Frame bounds of ``soft > 0`` (None when empty)."""
+        if self.full:
+            return 0, 0, self.shape[1], self.shape[0]
+        b = bbox(self.soft_crop > 0)
+        if b is None:
+            return None
+        x0, y0 = self.window[:2]
+        return b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0
+
+    def soft_in(self, region: Box) -> np.ndarray:
+        """``soft`` over ``region`` (a box inside the frame), float32."""
+        rx0, ry0, rx1, ry1 = region
+        if self.full:
+            return np.ones((ry1 - ry0, rx1 - rx0), np.float32)
+        out = np.zeros((ry1 - ry0, rx1 - rx0), np.float32)
+        wx0, wy0, wx1, wy1 = self.window
+        ix0, iy0, ix1, iy1 = max(rx0, wx0), max(ry0, wy0), min(rx1, wx1), min(ry1, wy1)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - ry0:iy1 - ry0, ix0 - rx0:ix1 - rx0] = self.soft_crop[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0]
+        return out
+
+    def sd_crop_resized(self, size: Tuple[int, int]) -> np.ndarray:
+        """The img2img mask: ``sd`` over ``box`` resized to ``size = (w, h)``, uint8 0/255."""
+        x0, y0 = self.window[:2]
+        bx0, by0, bx1, by1 = self.box
+        m = crop_resize(self.sd_crop, (bx0 - x0, by0 - y0, bx1 - x0, by1 - y0), size)
+        return np.where(m >= 128, 255, 0).astype(np.uint8)
 
 
 def bbox(mask: np.ndarray) -> Optional[Box]:
@@ -82,8 +137,7 @@ def frame_regions(shape, landmarks, mask: str, mask_blur: float, padding: float)
     blur = max(0.0, float(mask_blur))
     r = int(math.ceil(blur))
     if mask == "full":
-        hard = np.ones((h, w), np.float32)
-        return Regions(hard=hard, soft=hard.copy(), sd=np.full((h, w), 255, np.uint8), box=(0, 0, w, h), full=True)
+        return Regions(shape=(h, w), box=(0, 0, w, h), window=(0, 0, w, h), full=True)
     lm = _valid_landmarks(landmarks)
     if lm is None:
         return None
@@ -104,7 +158,12 @@ def frame_regions(shape, landmarks, mask: str, mask_blur: float, padding: float)
     side = max(x1 - x0, y1 - y0) + 2 * int(math.ceil(max(0.0, float(padding))))
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     bx0, by0 = int(math.floor(cx - side / 2.0)), int(math.floor(cy - side / 2.0))
-    return Regions(hard=hard, soft=soft, sd=(sd_hard * 255).astype(np.uint8), box=(bx0, by0, bx0 + side, by0 + side))
+    box = (bx0, by0, bx0 + side, by0 + side)
+    wx0, wy0, wx1, wy1 = max(0, bx0), max(0, by0), min(w, bx0 + side), min(h, by0 + side)
+    win = (slice(wy0, wy1), slice(wx0, wx1))
+    return Regions(shape=(h, w), box=box, window=(wx0, wy0, wx1, wy1),
+                   hard_crop=(hard[win] > 0.5).astype(np.uint8), soft_crop=np.ascontiguousarray(soft[win]),
+                   sd_crop=(sd_hard[win] * 255).astype(np.uint8))
 
 
 def target_size(regions: Regions, native: int, frame_shape) -> Tuple[int, int]:
@@ -150,12 +209,16 @@ def paste_back(frame: np.ndarray, patch: np.ndarray, regions: Regions) -> np.nda
     """``frame`` with the img2img output ``patch`` (uint8 ``[h, w, 3]`` at the target size)
     resized onto ``regions.box`` and alpha-blended with ``regions.soft``. Pixels where
     ``soft == 0`` are bit-exact copies of ``frame``. Returns a new uint8 ``[H, W, 3]``."""
-    h, w = frame.shape[:2]
     x0, y0, x1, y1 = regions.box
     bw, bh = x1 - x0, y1 - y0
     shrink = patch.shape[1] > bw
     big = cv2.resize(patch, (bw, bh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
-    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    generated = frame.copy()
-    generated[cy0:cy1, cx0:cx1] = big[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-    return composite(frame, generated, regions.soft)
+    wx0, wy0, wx1, wy1 = regions.window
+    part = big[wy0 - y0:wy1 - y0, wx0 - x0:wx1 - x0]
+    out = frame.copy()
+    if regions.full:
+        out[wy0:wy1, wx0:wx1] = part
+        return out
+    out[wy0:wy1, wx0:wx1] = composite(np.ascontiguousarray(frame[wy0:wy1, wx0:wx1]), np.ascontiguousarray(part),
+                                      regions.soft_crop)
+    return out

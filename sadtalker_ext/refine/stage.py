@@ -28,6 +28,8 @@ last keyframe only. Lookahead and memory bound: a frame that needs the next keyf
 it, so the stage holds the frames between two consecutive keyframes, at most ``limit - 1`` of
 them, where ``limit = floor(max_buffer_mb MiB / bytes per frame)`` (1024 MiB: 1365 frames =
 54 s at 512x512, 172 frames = 6.9 s at 1920x1080), plus two keyframes (frame + residual crop).
+Waiting frames hold only their pixels and landmarks (masks are built when a frame is finished and
+kept as crops of the face window), and a keyframe hands them on in chunks of 25.
 When keyframes are farther apart than ``limit`` frames, the hand-over to the next keyframe happens
 over its last ``limit`` frames (see :func:`.flow.blend_weight`) instead of the whole gap.
 
@@ -53,7 +55,8 @@ from ..errors import GenerationInterrupted, InputError, OptionError
 from ..host.base import Img2ImgRequest
 from .flow import FlowCarrier, KeyResidual, blend_weight, union_box
 from .keyframes import MODES, KeyframeSchedule, RefineParams, portrait_prompt
-from .regions import Regions, bbox, crop_resize, frame_regions, paste_back, target_size
+from ..lipsync.compositing import composite
+from .regions import Regions, crop_resize, frame_regions, paste_back, target_size
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +88,29 @@ class RefineStats:
     backend: str = ""
 
 
+_UNSET: Any = object()
+
+
 @dataclass
 class _Item:
     index: int
     frame: np.ndarray
     landmarks: Optional[np.ndarray]     # as given by the chunk (passed on unchanged)
     params: RefineParams
-    regions: Optional[Regions]
+    lm: Optional[np.ndarray]            # landmarks for the masks (given or detected; None = no face)
+    _regions: Any = _UNSET              # computed on first use (frames waiting in a buffer hold none)
     out: Optional[np.ndarray] = None
+
+    @property
+    def regions(self) -> Optional[Regions]:
+        if self._regions is _UNSET:
+            p = self.params
+            self._regions = frame_regions(self.frame.shape, self.lm, p.mask, p.mask_blur, p.padding)
+        return self._regions
+
+    def done(self) -> None:
+        """Free the masks once the frame is finished."""
+        self._regions = None
 
 
 class RefineStage:
@@ -107,6 +125,7 @@ class RefineStage:
     """
 
     is_refine_stage = True
+    _EMIT = 25  #: frames per output chunk when a keyframe releases the frames waiting for it
 
     def __init__(self, schedule: KeyframeSchedule, backend: Any, *, mode: Optional[str] = None,
                  batch_size: Optional[int] = None, face_index: int = 0,
@@ -167,8 +186,7 @@ class RefineStage:
 
     def _item(self, index: int, frame: np.ndarray, lms: Optional[np.ndarray], params: RefineParams) -> _Item:
         lm = None if params.mask == "full" else self._landmarks(frame, lms)
-        regions = frame_regions(frame.shape, lm, params.mask, params.mask_blur, params.padding)
-        return _Item(index=index, frame=frame, landmarks=lms, params=params, regions=regions)
+        return _Item(index=index, frame=frame, landmarks=lms, params=params, lm=lm)
 
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -182,9 +200,8 @@ class RefineStage:
         size = target_size(first.regions, self._native_size(), first.frame.shape)
         crops = np.stack([crop_resize(it.frame, it.regions.box, size) for it in items])
         full = first.regions.full
-        masks = None if full else np.stack([crop_resize(it.regions.sd, it.regions.box, size) for it in items])
+        masks = None if full else np.stack([it.regions.sd_crop_resized(size) for it in items])
         if masks is not None:
-            masks = np.where(masks >= 128, 255, 0).astype(np.uint8)
             if not getattr(self.backend, "per_image_masks", True):
                 masks = np.broadcast_to(masks.max(axis=0), masks.shape).copy()  # one mask: hosts batch it
         seeds = [int(p.seed)] * len(items) if self.schedule.same_noise else \
@@ -241,6 +258,8 @@ class RefineStage:
         if not items:
             return None
         frames = np.stack([it.out for it in items])
+        for it in items:
+            it.done()
         lms = None
         if all(it.landmarks is not None for it in items):
             lms = np.stack([it.landmarks for it in items])
@@ -287,7 +306,7 @@ class RefineStage:
             self.stats.passed_frames += 1
             return KeyResidual(it.index, it.frame, None, None)
         self._run_batch([it])
-        box = bbox(it.regions.soft > 0)
+        box = it.regions.soft_bbox()
         if box is None:
             return KeyResidual(it.index, it.frame, None, None)
         x0, y0, x1, y1 = box
@@ -300,7 +319,7 @@ class RefineStage:
             it.out = it.frame
             self.stats.passed_frames += 1
             return
-        region = bbox(it.regions.soft > 0)
+        region = it.regions.soft_bbox()
         if region is None:
             it.out = it.frame
             return
@@ -311,11 +330,11 @@ class RefineStage:
                 continue
             warped, conf = carrier.carry(it.frame, key, region)
             acc += (w * conf)[..., None] * warped
-        generated = it.frame.copy()
-        base = it.frame[y0:y1, x0:x1].astype(np.float32)
-        generated[y0:y1, x0:x1] = np.clip(np.round(base + acc), 0, 255).astype(np.uint8)
-        from ..lipsync.compositing import composite
-        it.out = composite(it.frame, generated, it.regions.soft)
+        base = it.frame[y0:y1, x0:x1]
+        generated = np.clip(np.round(base.astype(np.float32) + acc), 0, 255).astype(np.uint8)
+        out = it.frame.copy()
+        out[y0:y1, x0:x1] = composite(np.ascontiguousarray(base), generated, it.regions.soft_in(region))
+        it.out = out
         self.stats.carried_frames += 1
 
     def _keyframes(self, chunks, fps: float, kf: List[int], seed: int) -> Iterator[FrameChunk]:
@@ -336,10 +355,13 @@ class RefineStage:
                 if t in kf_set:
                     state = self._key_state(it)
                     p_idx = prev.index if prev is not None else None
-                    for w_it in waiting:
+                    while waiting:  # hand the waiting frames on in pieces, freeing them as they go
+                        w_it = waiting.popleft()
                         self._carry(w_it, prev, state, blend_weight(w_it.index, p_idx, t, limit), carrier)
                         ready.append(w_it)
-                    waiting.clear()
+                        if len(ready) >= self._EMIT:
+                            yield self._emit(ready)
+                            ready = []
                     ready.append(it)
                     prev = state
                     continue
