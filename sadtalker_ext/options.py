@@ -1,6 +1,7 @@
 """Options of a generation run, validated in one place for the CLI, the tab and the HTTP API."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
 from .errors import OptionError
@@ -29,8 +30,9 @@ class GenerateOptions:
         (0 = largest). blinks: eye blinks on/off. chunk_size: frames per streamed chunk (1..256).
     phonemes: where the lite engine gets mouth shapes: "auto" (pocketsphinx alignment for English
         when installed, else acoustic), "acoustic", "pocketsphinx". transcript: text of the speech
-        for forced alignment (optional). lipsync: "auto" (Wav2Lip when its checkpoint is present),
-        "none", "wav2lip". crf: H.264 quality (0..51, lower = better).
+        for forced alignment (optional). language: code of the spoken language; pocketsphinx phoneme
+        alignment is used for "en" only, other languages get acoustic mouth shapes (or TTS phonemes).
+        lipsync: "auto" (Wav2Lip when its checkpoint is present), "none", "wav2lip". crf: H.264 quality (0..51, lower = better).
     Neural engines (sadtalker): batch_size: frames rendered per forward pass (1..64).
         ref_eyeblink / ref_pose: path of a reference video whose eye blinks / head motion are
         copied. device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N" or "mps".
@@ -61,6 +63,7 @@ class GenerateOptions:
     max_side: int = 2048
     phonemes: str = "auto"
     transcript: str | None = None
+    language: str = "en"
     lipsync: str = "none"
     crf: int = 18
     checkpoints: str | None = None
@@ -124,6 +127,8 @@ class GenerateOptions:
             raise OptionError("only 25 fps output is supported (the audio models are trained at 25 fps)")
         if self.transcript is not None and not isinstance(self.transcript, str):
             raise OptionError("--transcript must be text")
+        if not isinstance(self.language, str) or not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]+)*", self.language):
+            raise OptionError(f"--lang {self.language!r} is not a language code; use e.g. en, ru, zh")
         pads = self.pads
         if (isinstance(pads, (str, bytes)) or not hasattr(pads, "__len__") or len(pads) != 4
                 or any(isinstance(p, bool) or not isinstance(p, int) or not -1024 <= p <= 1024 for p in pads)):

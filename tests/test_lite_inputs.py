@@ -254,3 +254,19 @@ def test_failure_mid_run_leaves_no_file(tmp_path, astronaut, arctic_wav):
     with pytest.raises(GenerationInterrupted):
         generate(astronaut, arctic_wav, out, GenerateOptions(**FAST), callbacks=Callbacks(should_stop=stop))
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_non_english_audio_uses_acoustic_visemes(astronaut, speech, monkeypatch):
+    from sadtalker_ext.audio import phonemes
+    from sadtalker_ext.engines.base import RunContext
+    from sadtalker_ext.engines.lite import LiteEngine
+    called = []
+    monkeypatch.setattr(phonemes, "align_phonemes", lambda *a, **k: called.append(1) or None)
+    eng = LiteEngine()
+    for lang, expect_calls in (("ru", 0), ("en", 1)):
+        opts = GenerateOptions(engine="lite", size=256, language=lang)
+        src = eng.prepare(astronaut, opts)
+        ctx = RunContext(audio=speech, options=opts, num_frames=speech.num_frames())
+        eng.motion(src, ctx)
+        assert len(called) == expect_calls, lang
+    assert ctx.info["viseme_source"] == "acoustic"  # en, but alignment (stubbed) gave nothing

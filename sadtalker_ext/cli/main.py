@@ -72,7 +72,7 @@ def _options(args) -> GenerateOptions:
         engine=args.engine, preprocess=args.preprocess, size=args.size, still=args.still,
         pose_style=args.pose_style, expression_scale=args.expression_scale, seed=args.seed,
         face_index=args.face_index, blinks=not args.no_blinks, phonemes=args.phonemes,
-        transcript=args.transcript, lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
+        transcript=args.transcript, language=getattr(args, "lang", "en") or "en", lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
         max_side=args.max_side, checkpoints=args.checkpoints, batch_size=args.batch_size,
         ref_eyeblink=args.ref_eyeblink, ref_pose=args.ref_pose, device=args.device,
         precision=args.precision, pads=tuple(args.pads), mouth_mask_dilate=args.mouth_mask_dilate,

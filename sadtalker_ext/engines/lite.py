@@ -56,7 +56,8 @@ class LiteEngine:
         acoustic = visemes_from_acoustics(loud, vad.prob, vad.speech, fm.f1, fm.f2)
         track = acoustic
         events = ctx.info.get("phoneme_events")
-        if events is None and opts.phonemes in ("auto", "pocketsphinx"):
+        english = opts.language.split("-")[0].split("_")[0] == "en"
+        if events is None and (opts.phonemes == "pocketsphinx" or (opts.phonemes == "auto" and english)):
             from ..audio import phonemes as ph
             events = ph.align_phonemes(x16, transcript=opts.transcript,
                                        required=opts.phonemes == "pocketsphinx")

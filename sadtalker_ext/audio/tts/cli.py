@@ -14,7 +14,9 @@ from .base import DEFAULT_ENGINE, DEFAULT_PITCH, DEFAULT_RATE, LANGUAGES, PITCH_
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add --lang/--voice/--rate/--pitch/--tts-engine (``--text`` itself sits beside ``--audio``)."""
     g = parser.add_argument_group("text to speech (with --text)")
-    g.add_argument("--lang", default="en", help=f"language of --text: {', '.join(LANGUAGES)} (default: %(default)s)")
+    g.add_argument("--lang", default="en",
+                   help=f"language of the speech: for --text one of {', '.join(LANGUAGES)}; for --audio any code, "
+                        "non-English gets acoustic mouth shapes (default: %(default)s)")
     g.add_argument("--voice", default=None,
                    help="espeak-ng voice (e.g. en-gb, en-us+f3, cmn-latn-pinyin for pinyin input) "
                         "or a Piper .onnx file with --tts-engine piper")
