@@ -62,8 +62,23 @@ def _build_summary(out_dir: str) -> dict:
         got = audio.preprocess({"name": fake, "data": None, "is_file": True})
     with open(got, "rb") as f:
         passthrough = got.endswith(".flac") and f.read() == b"fLaC not really"
+    # the values the Generate handler yields are accepted by the output components of this gradio
+    import numpy as np
+    from sadtalker_ext.ui.tab import status_html
+    ui = page.talking_head_ui
+    video = os.path.join(out_dir, "result.mp4")
+    with open(video, "wb") as f:
+        f.write(b"\0" * 16)
+    frame = np.zeros((32, 24, 3), np.uint8)
+    history = [{"path": video, "caption": "result.mp4 - 4.0 s - lite", "thumb": frame}]
+    c = ui.components
+    gal = c["history"].postprocess(ui.gallery_value(history))  # gradio 4: GalleryData(root=[...])
+    outputs_ok = [c["status"].postprocess(status_html("running", "x", 1, 2)) is not None,
+                  c["preview"].postprocess(frame) is not None,
+                  c["video"].postprocess(video) is not None,
+                  len(getattr(gal, "root", gal) or []) == 1]
     return {"version": list(compat.version()), "ids": sorted(set(ids.values())), "deps": deps,
-            "tab": [title, tab_id], "audio_passthrough": passthrough,
+            "tab": [title, tab_id], "audio_passthrough": passthrough, "outputs_ok": outputs_ok,
             "targets": {k: getattr(v, "elem_id", None) for k, v in targets.items() if k in ("image", "prompt")}}
 
 
@@ -106,6 +121,7 @@ def _check_build(result: dict, major: int) -> None:
         assert "th_tts_text" in gen_in and "th_tts_lang" in gen_in
     assert result["tab"] == ["Talking Head", "talking_head"]
     assert result["audio_passthrough"]
+    assert result["outputs_ok"] == [True, True, True, True]
     assert result["targets"] == {"image": "th_image", "prompt": "th_prompt"}
 
 
