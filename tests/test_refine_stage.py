@@ -510,3 +510,21 @@ def test_flow_measures_a_known_shift(astronaut, method, side):
     flow = FlowCarrier(method, max_side=side).flow(np.ascontiguousarray(t), np.ascontiguousarray(k))
     inner = flow[40:-40, 40:-40].reshape(-1, 2)
     np.testing.assert_allclose(np.median(inner, axis=0), [6.0, -4.0], atol=0.6)
+
+
+def test_frames_waiting_for_a_keyframe_hold_no_masks(clip, monkeypatch):
+    """Masks are built only when a frame is finished: while frames 1..22 wait for keyframe 23, only
+    the keyframes' masks exist (the buffer holds pixels and landmarks only)."""
+    import sadtalker_ext.refine.stage as st
+    frames, lms = clip
+    built = []
+    real = st.frame_regions
+
+    def counting(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(st, "frame_regions", counting)
+    seen_at_call = []
+    rec = Recorder(fn=lambda im: (seen_at_call.append(len(built)), 255 - im)[1])
+    run(RefineStage(KeyframeSchedule([Keyframe(frame=0), Keyframe(frame=23)]), rec), frames, lms, size=4)
+    assert seen_at_call == [1, 2] and len(built) == 24
