@@ -118,7 +118,7 @@ def _check_build(result: dict, major: int) -> None:
     if (REPO / "sadtalker_ext" / "ui" / "refine_panel.py").exists():  # optional parts are included when present
         assert "th_refine_enabled" in gen_in and "th_refine_table" in gen_in
     if (REPO / "sadtalker_ext" / "audio" / "tts").exists():
-        assert "th_tts_text" in gen_in and "th_tts_lang" in gen_in
+        assert "th_tts_text" in gen_in
     assert result["tab"] == ["Talking Head", "talking_head"]
     assert result["audio_passthrough"]
     assert result["outputs_ok"] == [True, True, True, True]
@@ -295,7 +295,7 @@ def _inputs(ui, image, audio, **opts):
     values = []
     for spec in ui.specs:
         values.append(opts.get(spec.name, initial_value(spec)))
-    extra = [None, "en"] if ui.components.get("tts_text") is not None else []
+    extra = [None] if ui.components.get("tts_text") is not None else []
     refine = [getattr(comp, "value", None) for comp in ui.refine_inputs]  # the panel's defaults (off)
     return [image] + [audio] + [None] * (len(ui.audio_components) - 1) + extra + ["a prompt"] + values + refine + [[]]
 
@@ -306,7 +306,8 @@ def _fake_run_job(frames=6, delay=0.05, error=None, wait_for_stop=False, first_d
     def run_job(host, image, audio, options, *, source_info=None, stages=(), phoneme_events=None, out=None):
         from sadtalker_ext.jobs import JobResult
         from sadtalker_ext.pipeline import Result
-        calls.update(options=options, source_info=source_info, image=image, audio=audio)
+        calls.update(options=options, source_info=source_info, image=image, audio=audio,
+                     phoneme_events=phoneme_events)
         with host.job("talking-head", 0):
             time.sleep(first_delay)
             for i in range(frames):
@@ -351,6 +352,27 @@ def test_generate_streams_progress_and_preview_then_adds_to_history(ui, monkeypa
     assert calls["options"].engine == "lite" and calls["options"].seed == 7
     assert calls["source_info"] == {"prompt": "a prompt"}
     assert ui.select_history(history, 0)[0].endswith("fake.mp4")
+
+
+def test_typed_text_is_spoken_in_the_chosen_language(ui, monkeypatch, astronaut):
+    import sadtalker_ext.jobs as jobs
+    if ui.components.get("tts_text") is None:
+        pytest.skip("no text-to-speech in this checkout")
+    fake, calls = _fake_run_job(frames=2)
+    monkeypatch.setattr(jobs, "run_job", fake)
+    said = {}
+
+    def synthesize(text, lang):
+        said.update(text=text, lang=lang)
+        return "CLIP", ["events"]
+    ui.tts = types.SimpleNamespace(synthesize=synthesize)
+    values = _inputs(ui, astronaut, None, language="ru")
+    values[1 + len(ui.audio_components)] = "  Привет  "
+    last = list(ui.generate(*values))[-1]
+    assert "Saved" in last[0]
+    assert said == {"text": "Привет", "lang": "ru"}
+    assert calls["audio"] == "CLIP" and calls["phoneme_events"] == ["events"]
+    assert calls["source_info"]["tts_text"] == "Привет"
 
 
 def test_interrupt_stops_the_job_and_reports_it(ui, monkeypatch, astronaut, arctic_wav):
@@ -405,3 +427,31 @@ def test_models_panel_and_download_button(ui, monkeypatch, tmp_path):
     assert got["dest"] == ckpt and got["names"] == ["wav2lip_gan.pth"]
     assert "offline: download wav2lip_gan.pth by hand" in steps[-1][0]
     assert isinstance(tab.models_html(ui.host, str(ckpt)), str)
+
+
+def test_gradio3_queue_waits_for_long_steps(tmp_path):
+    """The standalone server lifts the 5 s per-step timeout that gradio 3.41's queue gets from httpx >= 0.25."""
+    gr = pytest.importorskip("gradio")
+    if not gr.__version__.startswith("3."):
+        pytest.skip("gradio 3 only")
+    import socket
+    from sadtalker_ext.ui import compat
+
+    with gr.Blocks() as demo:
+        box = gr.Textbox()
+        gr.Button("x").click(lambda s: s, box, box)
+    compat.enable_queue(demo)
+    assert compat.relax_queue_timeout(demo)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    compat.launch(demo, "127.0.0.1", port)
+    try:
+        deadline = time.time() + 20
+        while demo._queue.queue_client is None and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        client = demo._queue.queue_client
+        assert client is not None and client.timeout.read is None and client.timeout.connect is None
+    finally:
+        demo.close()

@@ -33,6 +33,8 @@ HINTS: dict = {
                              maximum=3.0, step=0.05),
     "pose_style": dict(section="main", label="Pose style", kind="slider", minimum=0, maximum=45, step=1),
     "seed": dict(section="main", label="Seed", minimum=0, info="same seed = same video"),
+    "language": dict(section="main", label="Spoken language", choices=("en", "ru", "zh"), custom=True,
+                     info="code of the speech's language (also the text-to-speech voice)"),
     "face_index": dict(section="Face and motion", label="Face index (0 = largest)", minimum=0, maximum=63),
     "blinks": dict(section="Face and motion", label="Eye blinks"),
     "phonemes": dict(section="Face and motion", label="Mouth shapes from (lite engine)"),

@@ -23,7 +23,7 @@ row. It may return an object with ``inputs`` (a list of components) and ``stages
 panel is there, the options' own refinement section is hidden (it comes back if the panel fails to build).
 
 TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text, lang)`` returning
-``(AudioClip, phoneme events)`` (or just an audio path / clip); ``LANGUAGES`` fills the language list and
+``(AudioClip, phoneme events)`` (or just an audio path / clip), spoken in the ``language`` option;
 ``is_available()`` tells whether espeak-ng is installed.
 """
 from __future__ import annotations
@@ -280,7 +280,7 @@ class TalkingHeadUI:
                                               "refinement prompt)", lines=2, elem_id="th_prompt",
                                               placeholder="filled in by 'Send to Talking Head'")
                     self.audio_components = compat.audio_inputs("Speech", "th_audio")
-                    c["tts_text"] = c["tts_lang"] = None
+                    c["tts_text"] = None
                     if self.tts is not None:
                         self._build_tts()
                 with gr.Column(scale=1, elem_id="th_settings"):
@@ -322,11 +322,8 @@ class TalkingHeadUI:
             ready = False
         info = None if ready else "espeak-ng is not installed (apt-get install espeak-ng); upload speech instead"
         kw = {"info": info} if info else {}
-        c["tts_text"] = compat.make("Textbox", label="Or type text to speak (used when no audio is given)",
-                                    lines=3, elem_id="th_tts_text", **kw)
-        langs = [str(x) for x in getattr(self.tts, "LANGUAGES", ("en",))]
-        c["tts_lang"] = compat.make("Dropdown", choices=langs, value=langs[0], label="Speech language",
-                                    elem_id="th_tts_lang")
+        c["tts_text"] = compat.make("Textbox", label="Or type text to speak (used when no audio is given; "
+                                    "language: 'Spoken language')", lines=3, elem_id="th_tts_text", **kw)
 
     def _model_sets(self) -> list:
         try:
@@ -414,7 +411,7 @@ class TalkingHeadUI:
 
     def _wire(self):
         c = self.components
-        extra = [c["tts_text"], c["tts_lang"]] if c["tts_text"] is not None else []
+        extra = [c["tts_text"]] if c["tts_text"] is not None else []
         self.gen_inputs = ([c["image"]] + self.audio_components + extra + [c["prompt"]]
                            + self.option_components + self.refine_inputs + [c["history_state"]])
         self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"]]
@@ -451,9 +448,7 @@ class TalkingHeadUI:
         out = {"image": values.pop(0)}
         audios = [values.pop(0) for _ in self.audio_components]
         out["audio"] = next((a for a in audios if a), None)
-        out["tts_text"] = out["tts_lang"] = None
-        if self.components.get("tts_text") is not None:
-            out["tts_text"], out["tts_lang"] = values.pop(0), values.pop(0)
+        out["tts_text"] = values.pop(0) if self.components.get("tts_text") is not None else None
         out["prompt"] = values.pop(0)
         out["options"] = [values.pop(0) for _ in self.option_components]
         out["refine"] = [values.pop(0) for _ in self.refine_inputs]
@@ -496,8 +491,9 @@ class TalkingHeadUI:
             try:
                 speech, extra = audio, {}
                 if speech is None:
-                    speech, events = self._synthesize(tts_text, v["tts_lang"])
-                    source_info.update(tts_text=tts_text, tts_lang=v["tts_lang"])
+                    lang = getattr(opts, "language", None) or "en"
+                    speech, events = self._synthesize(tts_text, lang)
+                    source_info.update(tts_text=tts_text, tts_language=lang)
                     if events is not None and "phoneme_events" in inspect.signature(run_job).parameters:
                         extra["phoneme_events"] = events
                 box["result"] = run_job(job, image, speech, opts, source_info=source_info, stages=stages,
