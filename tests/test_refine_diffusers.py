@@ -145,3 +145,11 @@ def test_bad_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="cannot load the SD model garbage.safetensors") as ei:
         b.load()
     assert "\n" not in str(ei.value)
+
+
+def test_make_backend_keeps_the_last_model(tiny_dir):
+    from sadtalker_ext.refine.backends import make_backend
+    a = make_backend(sd_checkpoint=tiny_dir, device="cpu")
+    assert isinstance(a, DiffusersBackend) and make_backend(sd_checkpoint=str(tiny_dir), device="cpu") is a
+    assert make_backend(sd_checkpoint=tiny_dir, device="cpu", precision="fp16") is not a   # another key
+    assert make_backend(sd_checkpoint=tiny_dir, device="cpu") is not a                     # only the last is kept

@@ -35,6 +35,7 @@ import importlib.util
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 
@@ -198,6 +199,7 @@ class DiffusersBackend:
         self.allow_download = bool(allow_download)
         self._img2img = pipeline
         self._inpaint = None
+        self._lock = threading.RLock()  # one request at a time (a pipeline's scheduler holds state)
         if pipeline is None:
             if self.checkpoint is None:
                 raise DependencyError(NO_MODEL_MESSAGE)
@@ -250,8 +252,12 @@ class DiffusersBackend:
 
     def load(self) -> "DiffusersBackend":
         """Load the model now (it is otherwise loaded by the first request). Returns self."""
-        if self._img2img is not None:
-            return self
+        with self._lock:
+            if self._img2img is None:
+                self._load()
+        return self
+
+    def _load(self) -> None:
         self._quiet()
         from diffusers import StableDiffusionImg2ImgPipeline
         p = self.checkpoint
@@ -265,13 +271,12 @@ class DiffusersBackend:
                     str(p), local_files_only=not self.allow_download, **extra, **kwargs)
         except TalkingHeadError:
             raise
-        except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError, TypeError) as exc:
+        except Exception as exc:  # any loader failure (hub lookup, safetensors, config) -> one line
             first = " ".join(str(exc).split())[:200]
             hint = ("" if p.is_dir() else "; a single file needs its model family's diffusers config: pass a "
                     "diffusers model folder instead, or allow one download with TALKING_HEAD_SD_ALLOW_DOWNLOAD=1")
             raise CheckpointError(f"cannot load the SD model {p.name}: {first}{hint}") from None
         self._prepare(pipe)
-        return self
 
     def native_size(self) -> int:
         self.load()
@@ -306,6 +311,10 @@ class DiffusersBackend:
 
     # -- running -------------------------------------------------------------------------------------
     def __call__(self, request: Img2ImgRequest) -> np.ndarray:
+        with self._lock:
+            return self._run(request)
+
+    def _run(self, request: Img2ImgRequest) -> np.ndarray:
         import torch
         from PIL import Image
 
@@ -342,13 +351,28 @@ class DiffusersBackend:
         return check_output(out, request, "diffusers")
 
 
+_CACHE_LOCK = threading.Lock()
+_CACHED: Dict[tuple, "DiffusersBackend"] = {}
+
+
 def make_backend(*, host: Any = None, sd_checkpoint: str | os.PathLike | None = None, device: str = "auto",
                  precision: str = "fp32", sd_config: str | os.PathLike | None = None) -> RefineBackend:
     """The backend a run should use: ``sd_checkpoint`` (diffusers) when given, else the host's model
-    when the host can run img2img, else DependencyError (:data:`NO_MODEL_MESSAGE`)."""
+    when the host can run img2img, else DependencyError (:data:`NO_MODEL_MESSAGE`).
+
+    The most recent diffusers backend is kept (one model in memory), so that repeated runs and
+    previews from the UI with the same checkpoint, device and precision do not reload it."""
     if sd_checkpoint:
-        return DiffusersBackend(sd_checkpoint, config=sd_config, device=device,
-                                precision="fp16" if precision == "fp16" else "fp32")
+        prec = "fp16" if precision == "fp16" else "fp32"
+        p = Path(sd_checkpoint)
+        key = (str(p.resolve()), p.stat().st_mtime if p.exists() else None, str(sd_config or ""), device, prec)
+        with _CACHE_LOCK:
+            if key in _CACHED:
+                return _CACHED[key]
+            backend = DiffusersBackend(sd_checkpoint, config=sd_config, device=device, precision=prec)
+            _CACHED.clear()
+            _CACHED[key] = backend
+            return backend
     if host is not None and host_can_img2img(host):
         return HostBackend(host)
     raise DependencyError(NO_MODEL_MESSAGE)
