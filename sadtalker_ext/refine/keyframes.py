@@ -26,9 +26,11 @@ Semantics (every rule is tested):
 * **order**: keyframes are sorted by frame index (stable), so the list may be in any order.
 * **duplicates**: keyframes on the same frame are merged; per field, the one later in the list wins
   (interpolation overrides too).
-* **tracks**: each field has its own track, made of the keyframes that set it. Before the first
-  of them the field holds that first value, after the last it holds the last value; fields no
-  keyframe sets take :attr:`KeyframeSchedule.defaults` everywhere.
+* **tracks**: each field has its own track, made of the keyframes that set it; fields no keyframe
+  sets take :attr:`KeyframeSchedule.defaults` everywhere. A numeric field holds its first key's
+  value before that key and its last key's value after the last. A text field has the default
+  value until its first key and each key's value from that key's frame on (it changes exactly at
+  its keyframes).
 * **interpolation** of numeric fields between two consecutive keys ``a`` -> ``b`` of their track,
   with ``u = (f - a) / (b - a)``: ``linear`` ``v_a + u (v_b - v_a)``; ``ease`` the same with
   ``u`` replaced by ``3u^2 - 2u^3`` (smoothstep: zero slope at both keys); ``hold`` ``v_a``. The
@@ -431,6 +433,8 @@ class KeyframeSchedule:
         spec = FIELD_SPECS[name]
         if not keys:
             return getattr(self.defaults, name)
+        if frame < keys[0].frame and not spec.numeric:
+            return getattr(self.defaults, name)
         if frame <= keys[0].frame:
             return keys[0].value
         if frame >= keys[-1].frame:
@@ -449,8 +453,9 @@ class KeyframeSchedule:
         return int(math.floor(v + 0.5)) if spec.kind == "int" else v
 
     def params_at(self, frame: int, fps: float, random_seed: Optional[int] = None) -> RefineParams:
-        """The parameters at frame index ``frame`` (any integer; before 0 / past the end the first /
-        last key holds). ``random_seed`` replaces seed -1 (defaults and keys). prompt None -> ""."""
+        """The parameters at frame index ``frame`` (any integer, see the module doc for frames
+        before the first / after the last key). ``random_seed`` replaces seed -1 (defaults and
+        keys). A prompt left None (no portrait prompt) is ""."""
         out = {}
         for name in FIELD_SPECS:
             out[name] = self._value(name, self._track(name, fps, random_seed), int(frame))
