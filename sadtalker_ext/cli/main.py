@@ -1,4 +1,4 @@
-"""Command line: ``python -m sadtalker_ext {generate,demo,models}``.
+"""Command line: ``python -m sadtalker_ext {generate,demo,models,ui}`` (``ui``: the standalone web UI).
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2; ``--debug``
 shows the traceback instead. Ctrl-C stops the run, removes the partial output and exits 130.
