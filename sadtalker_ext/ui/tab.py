@@ -320,7 +320,8 @@ class TalkingHeadUI:
             ready = bool(self.tts.is_available()) if hasattr(self.tts, "is_available") else True
         except Exception:
             ready = False
-        info = None if ready else "espeak-ng is not installed (apt-get install espeak-ng); upload speech instead"
+        info = None if ready else ("text-to-speech is unavailable here (its espeak-ng library was not found; "
+                                   "restart to let install.py add it); upload speech instead")
         kw = {"info": info} if info else {}
         c["tts_text"] = compat.make("Textbox", label="Or type text to speak (used when no audio is given; "
                                     "language: 'Spoken language')", lines=3, elem_id="th_tts_text", **kw)
@@ -334,7 +335,6 @@ class TalkingHeadUI:
             return []
 
     def _build_options(self):
-        gr = compat.gr()
         by_section: dict = {}
         for spec in self.specs:
             by_section.setdefault(spec.section if spec.section in SECTIONS else "Other", []).append(spec)
@@ -356,7 +356,6 @@ class TalkingHeadUI:
                 if section == REFINE_SECTION:
                     self._refine_section = acc
         self.option_components = [made[s.name] for s in self.specs]
-        del gr
 
     def _control(self, spec):
         common = dict(label=spec.label, elem_id=f"th_opt_{spec.name}")
