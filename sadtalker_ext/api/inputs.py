@@ -62,7 +62,7 @@ PATH_OPTIONS = frozenset({"checkpoints", "ref_eyeblink", "ref_pose", "lipsync_de
 #: Options that take either a server path (refused) or the data itself (accepted).
 PATH_OR_DATA_OPTIONS = frozenset({"refine"})
 #: String options that are plain values (choices or text), safe over HTTP.
-VALUE_OPTIONS = frozenset({"engine", "preprocess", "phonemes", "transcript", "lipsync", "device",
+VALUE_OPTIONS = frozenset({"engine", "preprocess", "phonemes", "transcript", "language", "lipsync", "device",
                            "precision", "restore", "refine_mode"})
 _PATHY_NAME = re.compile(r"(path|dir|folder|file|checkpoint|debug)", re.IGNORECASE)
 _PATHY_PREFIX = re.compile(r"^(file:|~|\.{1,2}[\\/]|[A-Za-z]:[\\/]|\\\\)")
