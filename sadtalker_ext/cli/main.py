@@ -138,6 +138,11 @@ def _progress_printer(quiet: bool):
 
 
 def main(argv=None) -> int:
+    stop = None
+    if argv is None:  # run as a program (not called from Python): Ctrl-C safe during imports
+        from . import sigint
+        if sigint.install():
+            stop = sigint.pressed
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -160,7 +165,8 @@ def main(argv=None) -> int:
         if getattr(args, "text", None) is not None:
             from ..audio.tts.cli import speech_from_args
             audio, events, opts = speech_from_args(args, opts)
-        result = generate(image, audio, args.out, opts, callbacks=Callbacks(progress=_progress_printer(args.quiet)),
+        result = generate(image, audio, args.out, opts,
+                          callbacks=Callbacks(progress=_progress_printer(args.quiet), should_stop=stop),
                           video=video, phoneme_events=events)
         if not args.quiet:
             print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s, "
