@@ -35,6 +35,14 @@ def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head"
     raise FileExistsError(folder)
 
 
+def _host_restorer(host: Host, options: GenerateOptions):
+    """The host's own face restoration for the lip-sync stage, when the user asked for restoration
+    and the host has restorers (the WebUI); None lets the stage load a standalone one."""
+    if getattr(options, "restore", "none") == "none" or not getattr(host, "provides_face_restoration", False):
+        return None
+    return host.restore_faces
+
+
 def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
             out: Path | None = None, stages=(), phoneme_events=None) -> JobResult:
     """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
@@ -64,7 +72,8 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
                 stages.append(refine)
         result = generate(image, audio, out, options, engine=engine,
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
-                          phoneme_events=phoneme_events, host_dir=host.models_dir())
+                          phoneme_events=phoneme_events, host_dir=host.models_dir(),
+                          restorer=_host_restorer(host, options))
     sidecar = out.with_suffix(".json")
     meta = {
         "extension": "sd-talking-head", "version": __version__, "engine": result.engine,

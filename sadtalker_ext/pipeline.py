@@ -76,7 +76,7 @@ def _as_audio(audio) -> AudioClip:
 @oom_guard
 def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
              callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
-             phoneme_events=None, video=None, host_dir=None) -> Result:
+             phoneme_events=None, video=None, host_dir=None, restorer=None) -> Result:
     """Make a talking-head video.
 
     image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
@@ -88,6 +88,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     asks for, with ``options.sd_checkpoint``), always last.
     out: the .mp4 to write (written to a temporary name, renamed only on success).
     host_dir: the host's models folder (searched for checkpoints after --checkpoints and the env var).
+    restorer: face restoration for the lip-sync stage (e.g. the WebUI's), instead of a standalone one.
     Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
     GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
     Out-of-memory errors (GPU or RAM) become OutOfMemory after the run's memory is released
@@ -110,7 +111,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     stages = list(stages)
     if options.lipsync != "none":
         from .lipsync.stage import lipsync_stage_for
-        lip = lipsync_stage_for(options, host_dir=host_dir)
+        lip = lipsync_stage_for(options, host_dir=host_dir, restore=restorer)
         if lip is not None:
             stages.append(lip)
     # img2img refinement runs last (after lip-sync): the caller's RefineStage, else options.refine's

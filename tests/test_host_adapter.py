@@ -600,3 +600,27 @@ def test_the_real_tab_builds_inside_the_webui(webui):
     ids = {getattr(b, "elem_id", None) for b in blocks.blocks.values()}
     assert "th_load_error" not in ids and "talking_head_error" not in _tab_html(blocks)
     assert [c["js"] for c in infotext_utils.double_connections] == ["switch_to_talking_head"] * 2
+
+
+def test_lipsync_restoration_uses_the_host_restorer(monkeypatch):
+    """With --restore set, run_job hands the host's restore_faces to the lip-sync stage."""
+    from sadtalker_ext import jobs
+    from sadtalker_ext.host.base import LocalHost
+    from sadtalker_ext.options import GenerateOptions
+
+    class RestoringHost(LocalHost):
+        provides_face_restoration = True
+
+    host = RestoringHost()
+    assert jobs._host_restorer(host, GenerateOptions(restore="gfpgan")) == host.restore_faces
+    assert jobs._host_restorer(host, GenerateOptions(restore="none")) is None
+    assert jobs._host_restorer(LocalHost(), GenerateOptions(restore="gfpgan")) is None
+    seen = {}
+
+    def fake_generate(*a, **k):
+        seen.update(k)
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(jobs, "generate", fake_generate)
+    with pytest.raises(RuntimeError):
+        jobs.run_job(host, None, None, GenerateOptions(restore="codeformer"), out=host.output_dir() / "x.mp4")
+    assert seen["restorer"] == host.restore_faces

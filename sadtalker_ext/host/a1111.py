@@ -153,6 +153,9 @@ def _round8(v: int) -> int:
 class A1111Host:
     """:class:`~sadtalker_ext.host.base.Host` inside AUTOMATIC1111 WebUI v1.10.x or Forge."""
 
+    #: the lip-sync stage uses the WebUI's face restorers (GFPGAN / CodeFormer as set in its settings)
+    provides_face_restoration = True
+
     def __init__(self):
         self.name = "forge" if importlib.util.find_spec("modules_forge") is not None else "a1111"
         #: id of the WebUI task of the running job (for ``/internal/progress``), else None.
