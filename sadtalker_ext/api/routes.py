@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ..errors import DependencyError, InputError, TalkingHeadError
 from .auth import CredentialsArg, check_credentials, parse_credentials
@@ -148,6 +149,10 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
             return await run_in_threadpool(run, ticket, req)
         except TalkingHeadError as exc:
             return error_response(exc)
+        except ClientDisconnect:  # the client went away while uploading: nothing was started
+            log.info("talking-head API: the client disconnected before its request was complete")
+            return JSONResponse({"detail": "the client disconnected before the request was complete",
+                                 "error": "ClientDisconnect"}, status_code=400)
         except Exception as exc:  # a bug: one line for the client, the traceback in the log
             log.exception("talking-head API: generation failed")
             return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); see the server log",
