@@ -280,6 +280,7 @@ def test_fast_renderer_errors(generator):
 
 def test_allocator_tuning_is_reentrant():
     from sadtalker_ext.render.facevid2vid import alloc
+    before = alloc._depth
     with alloc.cpu_allocator_tuned() as outer:
         with alloc.cpu_allocator_tuned() as inner:
             assert outer == inner == alloc.allocator_tuning_available()
@@ -287,7 +288,7 @@ def test_allocator_tuning_is_reentrant():
             assert float(x.sum()) == float(8 << 20)
     with alloc.cpu_allocator_tuned(enabled=False) as active:
         assert active is False
-    assert alloc._depth == 0
+    assert alloc._depth == before
 
 
 def test_fast_renderer_autocast_bfloat16(generator, genz):
@@ -303,3 +304,31 @@ def test_fast_renderer_autocast_bfloat16(generator, genz):
         assert f.dtype == torch.float32 and f.device.type == "cpu"
         diff = np.abs(f.numpy() - genz["prediction"])
         assert diff.mean() < 0.03 and diff.max() < 0.3
+
+
+def test_winograd_conv_matches_direct():
+    """F(4x4, 3x3) Winograd equals conv2d(padding=1), also for sizes that are not multiples of 4."""
+    import torch.nn.functional as F
+    from sadtalker_ext.render.facevid2vid.winograd import WinogradConv3x3
+    g = torch.Generator().manual_seed(1)
+    for shape in ((2, 16, 8, 8), (1, 24, 10, 7)):
+        x = torch.randn(*shape, generator=g)
+        w = torch.randn(12, shape[1], 3, 3, generator=g) / (9 * shape[1]) ** 0.5
+        b = torch.randn(12, generator=g)
+        ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+        out = WinogradConv3x3(w, b)(x.contiguous(memory_format=torch.channels_last))
+        assert out.shape == ref.shape
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert float((out.double() - ref).abs().max()) < 1e-4 * float(ref.abs().max())
+
+
+def test_renderer_allocator_lease_released_on_close(generator, genz):
+    from sadtalker_ext.render.facevid2vid import FaceRenderer, alloc
+    before = alloc._depth
+    with FaceRenderer(generator, winograd=False) as fr:
+        fr.prepare_source(torch.from_numpy(genz["source_image"]),
+                          torch.from_numpy(genz["kp_source"]))
+        assert alloc._depth == before + (1 if alloc.allocator_tuning_available() else 0)
+    assert alloc._depth == before
+    fr.close()  # idempotent
+    assert alloc._depth == before

@@ -56,31 +56,49 @@ def allocator_tuning_available() -> bool:
     return _glibc() is not None
 
 
-@contextlib.contextmanager
-def cpu_allocator_tuned(enabled: bool = True) -> Iterator[bool]:
-    """Context manager: keep large freed blocks for reuse while rendering on the CPU.
-
-    Yields True when the tuning is active. Nested and concurrent uses share one tuning period.
-    """
-    lib = _glibc() if enabled else None
+def acquire() -> bool:
+    """Start (or join) a tuning period; returns True when tuning is active. Pair with :func:`release`."""
+    lib = _glibc()
     if lib is None:
-        yield False
-        return
+        return False
     global _depth
     with _lock:
         if _depth == 0:
             lib.mallopt(_M_MMAP_THRESHOLD, _TUNED_MMAP)
             lib.mallopt(_M_TRIM_THRESHOLD, _TUNED_TRIM)
         _depth += 1
+    return True
+
+
+def release() -> None:
+    """Leave a tuning period started by :func:`acquire` (returning True); the last one restores
+    the defaults and trims the heap."""
+    lib = _glibc()
+    if lib is None:
+        return
+    global _depth
+    with _lock:
+        if _depth <= 0:
+            return
+        _depth -= 1
+        if _depth == 0:
+            lib.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP)
+            lib.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+            lib.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def cpu_allocator_tuned(enabled: bool = True) -> Iterator[bool]:
+    """Context manager: keep large freed blocks for reuse while rendering on the CPU.
+
+    Yields True when the tuning is active. Nested and concurrent uses share one tuning period.
+    """
+    active = acquire() if enabled else False
     try:
-        yield True
+        yield active
     finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                lib.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_MMAP)
-                lib.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
-                lib.malloc_trim(0)
+        if active:
+            release()
 
 
-__all__ = ["cpu_allocator_tuned", "allocator_tuning_available"]
+__all__ = ["cpu_allocator_tuned", "allocator_tuning_available", "acquire", "release"]

@@ -37,6 +37,7 @@ Source followed: OpenTalker/SadTalker ``src/facerender/modules/{generator,dense_
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -45,10 +46,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError, OptionError
-from .alloc import cpu_allocator_tuned
+from . import alloc
 from .blocks import (SPADE, SPADEResBlock, SpectralNormConv2d, coordinate_grid_3d,
                      keypoint_gaussians)
 from .generator import OcclusionAwareSPADEGenerator
+from .winograd import WinogradConv3x3
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,13 +168,24 @@ def _inorm_(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 @dataclass
 class _ConvW:
+    """A prepared convolution. 2D 3x3 / padding-1 convs may run by Winograd F(4x4, 3x3) on the CPU
+    when the input has at most ``winograd_max_pixels`` pixels (set by the renderer; 0 = never)."""
+
     weight: torch.Tensor
     bias: Optional[torch.Tensor]
     padding: int
+    winograd_max_pixels: int = 0
+    _wino: Optional[WinogradConv3x3] = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.dim() == 5:
             return F.conv3d(x, self.weight, self.bias, padding=self.padding)
+        if (self.winograd_max_pixels and x.shape[2] * x.shape[3] <= self.winograd_max_pixels
+                and self.padding == 1 and tuple(self.weight.shape[2:]) == (3, 3)
+                and x.dtype == torch.float32 and x.device.type == "cpu"):
+            if self._wino is None:
+                self._wino = WinogradConv3x3(self.weight, self.bias)
+            return self._wino(x)
         return F.conv2d(x, self.weight, self.bias, padding=self.padding)
 
 
@@ -227,7 +240,7 @@ class _FastResBlock:
             bc = (ws @ self.beta[2].bias.double()).to(dt)
             self.beta[2] = _ConvW(wc.contiguous(), bc, 1)
 
-    def to(self, device, mf) -> "_FastResBlock":
+    def to(self, device, mf, winograd_max_pixels: int = 0) -> "_FastResBlock":
         convs = [self.conv_0, self.conv_1] + self.gamma + self.beta + self.shared
         if self.conv_s is not None:
             convs.append(self.conv_s)
@@ -236,6 +249,7 @@ class _FastResBlock:
         for c in convs:
             c.weight = c.weight.to(device).contiguous(memory_format=mf)
             c.bias = None if c.bias is None else c.bias.to(device)
+            c.winograd_max_pixels = winograd_max_pixels
         return self
 
     def _actv(self, seg: torch.Tensor, mf) -> List[torch.Tensor]:
@@ -315,8 +329,13 @@ class FaceRenderer:
         channels_last: memory format of the 2D decoder (default True).
         phase_upsampling: use the low-resolution phase convs (default True; False runs the plain
             up-sample + conv, for comparisons).
-        tune_allocator: let :meth:`render_frames` keep large freed blocks for reuse on the CPU
-            (glibc only; see :mod:`.alloc`). :meth:`render` alone never changes the allocator.
+        tune_allocator: on the CPU, keep large freed blocks for reuse (glibc only; see
+            :mod:`.alloc`) from :meth:`prepare_source` until :meth:`close` (or until the renderer
+            is garbage-collected, or the ``with`` block ends). Process-wide while active.
+        winograd: run the 3x3 convs of the decoder's 64x64 and 128x128 stages by Winograd
+            F(4x4, 3x3) (default: on for CPU float32, off elsewhere; see :mod:`.winograd`). It
+            keeps a 4x larger transformed copy of those weights (about 850 MB for the released
+            model) and changes the output by about 1e-5.
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch.
 
@@ -327,7 +346,8 @@ class FaceRenderer:
     def __init__(self, generator: OcclusionAwareSPADEGenerator, *,
                  device: Optional[Union[str, torch.device]] = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                 phase_upsampling: bool = True, tune_allocator: bool = True):
+                 phase_upsampling: bool = True, tune_allocator: bool = True,
+                 winograd: Optional[bool] = None):
         if not isinstance(generator, OcclusionAwareSPADEGenerator):
             raise OptionError("FaceRenderer needs an OcclusionAwareSPADEGenerator; build it with "
                               "load_generator().")
@@ -346,7 +366,14 @@ class FaceRenderer:
         # full-resolution 3D convs (hourglass input / output level) in channels_last_3d
         self.mf3 = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.phase = phase_upsampling
-        self.tune_allocator = tune_allocator
+        self.tune_allocator = tune_allocator and self.device.type == "cpu"
+        if winograd is None:
+            winograd = self.device.type == "cpu" and dtype == torch.float32
+        # Winograd pays off on the CPU up to 128x128 inputs (measured: 1.4-2.6x per layer with
+        # >= 128 input channels); larger layers stay on oneDNN's direct kernels.
+        self.winograd_max_pixels = 128 * 128 if winograd else 0
+        self._lease = False
+        self._finalizer = None
         self.config = generator.config
         self._source: Optional[_Source] = None
         with torch.no_grad():
@@ -377,16 +404,17 @@ class FaceRenderer:
             self.occlusion = _ConvW(dm.occlusion.weight.detach().to(dev).contiguous(),
                                     dm.occlusion.bias.detach().to(dev), 3)
         w, b = _fold_bn(g.third.conv.weight, g.third.conv.bias, g.third.norm)
-        self.third = _ConvW(w.to(dev).contiguous(memory_format=mf), b.to(dev), 1)
+        wmax = self.winograd_max_pixels
+        self.third = _ConvW(w.to(dev).contiguous(memory_format=mf), b.to(dev), 1, wmax)
         self.fourth = _ConvW(g.fourth.weight.detach().to(dev).contiguous(memory_format=mf),
                              g.fourth.bias.detach().to(dev), 0)
         dec = g.decoder
         self.fc = _ConvW(dec.fc.weight.detach().to(dev).contiguous(memory_format=mf),
-                         dec.fc.bias.detach().to(dev), 1)
-        self.middle = [_FastResBlock(b, 1).to(dev, mf) for b in dec.middle_blocks()]
+                         dec.fc.bias.detach().to(dev), 1, wmax)
+        self.middle = [_FastResBlock(b, 1).to(dev, mf, wmax) for b in dec.middle_blocks()]
         f0, f1 = (2, 4) if self.phase else (1, 1)
-        self.up_0 = _FastResBlock(dec.up_0, f0).to(dev, mf)
-        self.up_1 = _FastResBlock(dec.up_1, f1).to(dev, mf)
+        self.up_0 = _FastResBlock(dec.up_0, f0).to(dev, mf, wmax)
+        self.up_1 = _FastResBlock(dec.up_1, f1).to(dev, mf, wmax)
         self.conv_img = _ConvW(dec.conv_img.weight.detach().to(dev).contiguous(memory_format=mf),
                                dec.conv_img.bias.detach().to(dev), 1)
         self.num_kp = dm.num_kp
@@ -413,6 +441,10 @@ class FaceRenderer:
         if kps.dim() != 3 or kps.shape[0] != 1 or kps.shape[1:] != (self.num_kp, 3):
             raise InputError(f"kp_source must be [1, {self.num_kp}, 3]; got {list(kp_source.shape)}.")
         g = self.generator
+        if self.tune_allocator and not self._lease:
+            self._lease = alloc.acquire()
+            if self._lease:
+                self._finalizer = weakref.finalize(self, alloc.release)
         with torch.inference_mode():
             img = img.to(self.device, torch.float32)
             kps = kps.to(self.device, torch.float32)
@@ -463,17 +495,27 @@ class FaceRenderer:
                       ) -> Iterator[torch.Tensor]:
         """Yield ``[b, 3, H, W]`` CPU float32 batches for all ``[T, K, 3]`` keypoints, in order.
 
-        On the CPU (with ``tune_allocator``) the whole loop runs inside
-        :func:`~sadtalker_ext.render.facevid2vid.alloc.cpu_allocator_tuned`.
-
         Raises:
             OptionError: ``batch_size < 1``. InputError: as :meth:`render`.
         """
         if batch_size < 1:
             raise OptionError(f"batch_size must be >= 1; got {batch_size}.")
-        with cpu_allocator_tuned(self.tune_allocator and self.device.type == "cpu"):
-            for i in range(0, kp_driving.shape[0], batch_size):
-                yield self.render(kp_driving[i:i + batch_size])
+        for i in range(0, kp_driving.shape[0], batch_size):
+            yield self.render(kp_driving[i:i + batch_size])
+
+    def close(self) -> None:
+        """Drop the prepared source and end the allocator tuning period (idempotent)."""
+        self._source = None
+        if self._finalizer is not None:
+            self._finalizer()  # runs alloc.release once
+            self._finalizer = None
+        self._lease = False
+
+    def __enter__(self) -> "FaceRenderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- the per-frame network ---------------------------------------------------------------
     def _dense_motion(self, kp_d: torch.Tensor) -> Dict[str, torch.Tensor]:
