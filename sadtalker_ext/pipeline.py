@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .audio.decode import AudioClip, load_audio
+from .audio.decode import AudioClip, checked_clip, load_audio
 from .engines import get_engine
 from .engines.base import FrameChunk, RunContext, Stage
 from .errors import GenerationInterrupted
@@ -69,7 +69,7 @@ def _as_image(image) -> np.ndarray:
 
 def _as_audio(audio) -> AudioClip:
     if isinstance(audio, AudioClip):
-        return audio
+        return checked_clip(audio)  # a caller's clip: mono, finite, in [-1, 1] (else AudioError)
     return load_audio(audio)
 
 

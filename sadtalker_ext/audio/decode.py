@@ -96,3 +96,36 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
         samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
     np.clip(samples, -1.0, 1.0, out=samples)
     return AudioClip(samples=samples, sample_rate=int(rate), source=p.name)
+
+
+def checked_clip(clip: AudioClip) -> AudioClip:
+    """A caller's AudioClip made safe for the pipeline (files from :func:`load_audio` already are).
+
+    samples must be one channel ``[n]`` with n >= 1 and sample_rate a positive integer (else
+    AudioError). Integer PCM (int16/int32/uint8) is scaled to [-1, 1]; NaN/inf become 0 and values
+    are clipped to [-1, 1]. Returns ``clip`` itself when nothing had to change.
+    """
+    samples = np.asarray(clip.samples)
+    rate = clip.sample_rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioError(f"the audio clip's sample rate must be a positive whole number of Hz, got {rate!r}")
+    if samples.ndim != 1:
+        raise AudioError(f"the audio clip must be mono samples [n], got shape {samples.shape}; average the "
+                         "channels first")
+    if samples.size == 0:
+        raise AudioError("the audio clip holds no samples; give a recording with speech")
+    if samples.dtype.kind in "iu":
+        info = np.iinfo(samples.dtype)
+        mid = (int(info.max) + int(info.min) + 1) / 2.0
+        samples = ((samples.astype(np.float64) - mid) / (int(info.max) + 1 - mid)).astype(np.float32)
+    elif samples.dtype.kind == "b" or samples.dtype.kind not in "f":
+        raise AudioError(f"the audio clip's samples must be numbers, got {samples.dtype}")
+    if samples.dtype != np.float32:
+        samples = samples.astype(np.float32)
+    if not np.all(np.isfinite(samples)):
+        samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+    if samples.size and (samples.max() > 1.0 or samples.min() < -1.0):
+        samples = np.clip(samples, -1.0, 1.0)
+    if samples is clip.samples and int(rate) == rate and type(rate) is int:
+        return clip
+    return AudioClip(samples=samples, sample_rate=int(rate), source=clip.source)
