@@ -27,7 +27,8 @@ def to_rgb8(arr: np.ndarray) -> np.ndarray:
     elif a.dtype == bool:
         a = a.astype(np.float32) * 255
     elif np.issubdtype(a.dtype, np.floating):
-        a = np.nan_to_num(a.astype(np.float32)) * (255.0 if a.size and a.max() <= 1.0 else 1.0)
+        f = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        a = f * (255.0 if f.size and f.max() <= 1.0 else 1.0)  # max after NaN removal (NaN > 1 is False)
     a = a.astype(np.float32)
     c = a.shape[2]
     if c in (2, 4):
