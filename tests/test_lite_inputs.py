@@ -270,3 +270,12 @@ def test_non_english_audio_uses_acoustic_visemes(astronaut, speech, monkeypatch)
         eng.motion(src, ctx)
         assert len(called) == expect_calls, lang
     assert ctx.info["viseme_source"] == "acoustic"  # en, but alignment (stubbed) gave nothing
+
+
+def test_odd_sample_rate_is_resampled_for_aac(tmp_path, astronaut, speech):
+    from scipy.signal import resample_poly
+    x = resample_poly(speech.samples[:16000], 7, 16).astype(np.float32)  # 1 s at 7 kHz
+    out = tmp_path / "odd.mp4"
+    generate(astronaut, AudioClip(samples=x, sample_rate=7000), out, GenerateOptions(**FAST))
+    info = probe(out)
+    assert info.sample_rate == 8000 and abs(info.num_frames - 25) <= 1

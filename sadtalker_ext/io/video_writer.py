@@ -3,7 +3,8 @@
 The file is written to a hidden temporary name in the destination folder and renamed onto the
 final name only by :meth:`VideoWriter.commit`; :meth:`abort` (or leaving the ``with`` block by an
 exception) removes it, so a failed or interrupted run never leaves a file that looks complete.
-Audio is the original track at its original sample rate (mono), cut to the video's length, and
+Audio is the original track at its original sample rate (mono; rates AAC cannot store, such as
+7 kHz, are resampled to the next AAC rate), cut to the video's length, and
 is interleaved chunk by chunk with the video so nothing accumulates in memory.
 """
 from __future__ import annotations
@@ -56,10 +57,15 @@ class VideoWriter:
             self.astream = None
             if audio is not None and len(audio) > 0:
                 rate = int(sample_rate)
+                audio = np.asarray(audio, np.float32)
                 if rate not in AAC_RATES:
-                    raise OptionError(f"audio sample rate {rate} Hz is not supported by AAC; "
-                                      "resample the audio (e.g. to 48000 Hz)")
-                self.audio = np.asarray(audio, np.float32)
+                    # AAC has a fixed set of rates: resample to the nearest one above (or 96 kHz)
+                    from scipy.signal import resample_poly
+                    target = min([r for r in AAC_RATES if r >= rate] or [AAC_RATES[0]])
+                    g = int(np.gcd(target, rate))
+                    audio = resample_poly(audio, target // g, rate // g).astype(np.float32)
+                    rate = target
+                self.audio = audio
                 self.rate = rate
                 a = self.container.add_stream("aac", rate=rate)
                 a.layout = "mono"
