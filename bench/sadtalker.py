@@ -16,8 +16,9 @@ keypoints and per-frame driving keypoints around them.
 For every batch size B it times one call of B frames (the best of --repeats): the baseline is
 ``generator(source, kp_driving, kp_source)`` with the source repeated B times (B = 1 is the official
 per-frame loop), the fast path is ``FaceRenderer.render`` after one ``prepare_source``. Frames are
-moved to the CPU in both. Printed: frames/s, ms/frame, the speed-up at the same B and against the
-per-frame baseline. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
+moved to the CPU in both. Printed: frames/s, ms/frame, process CPU seconds per frame (all threads;
+less sensitive than wall time to other load on a shared machine), the speed-up at the same B and
+against the per-frame baseline. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
 from returning large blocks (see sadtalker_ext/render/facevid2vid/alloc.py), ``default`` leaves
 glibc as it is. On CUDA, TF32 is left as torch's defaults set it. No assertions: figures only.
 """
@@ -104,19 +105,23 @@ def render_speed(args) -> list:
             out = gen(source.expand(b, -1, -1, -1), kp_all[:b], kp_source.expand(b, -1, -1))
             return out["prediction"].float().cpu()
 
-    renderer = FaceRenderer(gen, device=device, dtype=dtype)
+    # the bench decides the allocator mode itself (same for both paths)
+    renderer = FaceRenderer(gen, device=device, dtype=dtype, tune_allocator=False,
+                            winograd=None if args.winograd == "auto" else args.winograd == "on",
+                            parallel_frames=args.parallel_frames)
 
     def fast(b):
         return renderer.render(kp_all[:b])
 
     def timed(fn, b):
-        best = float("inf")
+        """Best wall time of --repeats calls, and the process CPU time of that call."""
+        best = (float("inf"), 0.0)
         for _ in range(max(1, args.repeats)):
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(b)
             sync()
-            best = min(best, time.perf_counter() - t0)
+            best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
         return best
 
     print(f"device {device} ({torch.get_num_threads()} CPU threads), dtype {dtype}, size {size}, "
@@ -135,20 +140,21 @@ def render_speed(args) -> list:
         for b in args.batch:
             row = {"batch": b}
             if not args.no_baseline:
-                tb = timed(baseline, b)
-                row["baseline_fps"] = b / tb
+                tb, cb = timed(baseline, b)
+                row["baseline_fps"], row["baseline_cpu_s"] = b / tb, cb / b
                 if b == 1:
                     base1 = row["baseline_fps"]
-            tf = timed(fast, b)
-            row["fast_fps"] = b / tf
+            tf, cf = timed(fast, b)
+            row["fast_fps"], row["fast_cpu_s"] = b / tf, cf / b
             results.append(row)
-            line = f"batch {b:3d}:"
+            line = f"batch {b:2d}:"
             if "baseline_fps" in row:
-                line += (f" baseline {row['baseline_fps']:7.3f} fps ({1000 / row['baseline_fps']:7.0f}"
-                         f" ms/frame)")
-            line += f"   fast {row['fast_fps']:7.3f} fps ({1000 / row['fast_fps']:7.0f} ms/frame)"
+                line += (f" baseline {row['baseline_fps']:6.3f} fps ({1000 / row['baseline_fps']:6.0f}"
+                         f" ms/frame, {row['baseline_cpu_s']:5.2f} cpu-s/frame) |")
+            line += (f" fast {row['fast_fps']:6.3f} fps ({1000 / row['fast_fps']:6.0f} ms/frame, "
+                     f"{row['fast_cpu_s']:5.2f} cpu-s/frame)")
             if "baseline_fps" in row:
-                line += f"   speed-up x{row['fast_fps'] / row['baseline_fps']:.2f} (same batch)"
+                line += f" | speed-up x{row['fast_fps'] / row['baseline_fps']:.2f} (same batch)"
             if base1:
                 line += f", x{row['fast_fps'] / base1:.2f} vs per-frame baseline"
             print(line, flush=True)
@@ -165,6 +171,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--allocator", choices=["tuned", "default"], default="tuned")
     ap.add_argument("--no-baseline", action="store_true", help="time the fast path only")
+    ap.add_argument("--winograd", choices=["auto", "on", "off"], default="auto",
+                    help="Winograd convs in the fast path (auto: on for CPU float32)")
+    ap.add_argument("--parallel-frames", action="store_true",
+                    help="fast path: split each batch over threads (helps on busy machines)")
     ap.add_argument("--checkpoint", type=Path, default=None)
     args = ap.parse_args(argv)
     render_speed(args)

@@ -210,13 +210,18 @@ def test_generator_matches_golden(generator_out, genz, name):
 @pytest.fixture(scope="module")
 def fast_out(generator, genz):
     from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
-    fr = FaceRenderer(generator)
+    # parallel_frames: with 2 threads the batch is split over two worker threads
+    fr = FaceRenderer(generator, parallel_frames=True)
     fr.prepare_source(torch.from_numpy(genz["source_image"]), torch.from_numpy(genz["kp_source"]))
     kd = torch.from_numpy(genz["kp_driving"])
     other = kd + 0.05 * torch.from_numpy(np.random.default_rng(0).standard_normal(kd.shape)
                                          .astype(np.float32))
+    threads = torch.get_num_threads()
     # the golden frame second: batching must not mix frames or assume index 0
-    return fr.render(torch.cat([other, kd]), return_intermediates=True)
+    out = fr.render(torch.cat([other, kd]), return_intermediates=True)
+    assert torch.get_num_threads() == threads, "the caller's thread setting must be restored"
+    fr.close()
+    return out
 
 
 @pytest.mark.parametrize("name", ["prediction", "occlusion_map", "mask", "deformation",

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -166,6 +167,19 @@ def _inorm_(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 # prepared SPADE blocks
 # ----------------------------------------------------------------------------------------------
 
+def _winograd_pays(pixels: int, cin: int, cout: int, max_pixels: int) -> bool:
+    """Whether Winograd F(4x4, 3x3) beats oneDNN's direct conv on the CPU (measured on AVX-512).
+
+    Its matrix products shrink 4x while its transforms move ``~(Cin + Cout) * pixels`` values, so it
+    wins when ``Cin*Cout / (Cin + Cout)`` is large: from about 60 at up to 128x128 pixels (data
+    mostly in cache), from about 90 at up to 256x256.
+    """
+    if pixels > max_pixels:
+        return False
+    harmonic = cin * cout / (cin + cout)
+    return harmonic >= (60 if pixels <= 128 * 128 else 90)
+
+
 @dataclass
 class _ConvW:
     """A prepared convolution. 2D 3x3 / padding-1 convs may run by Winograd F(4x4, 3x3) on the CPU
@@ -180,9 +194,11 @@ class _ConvW:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.dim() == 5:
             return F.conv3d(x, self.weight, self.bias, padding=self.padding)
-        if (self.winograd_max_pixels and x.shape[2] * x.shape[3] <= self.winograd_max_pixels
-                and self.padding == 1 and tuple(self.weight.shape[2:]) == (3, 3)
-                and x.dtype == torch.float32 and x.device.type == "cpu"):
+        if (self.winograd_max_pixels and self.padding == 1
+                and tuple(self.weight.shape[2:]) == (3, 3)
+                and x.dtype == torch.float32 and x.device.type == "cpu"
+                and _winograd_pays(x.shape[2] * x.shape[3], self.weight.shape[1],
+                                   self.weight.shape[0], self.winograd_max_pixels)):
             if self._wino is None:
                 self._wino = WinogradConv3x3(self.weight, self.bias)
             return self._wino(x)
@@ -204,8 +220,14 @@ def _conv_of(module: nn.Module, padding: Optional[int] = None) -> _ConvW:
 class _FastResBlock:
     """A prepared :class:`SPADEResBlock`; ``factor`` = output size / ``seg`` size (1, 2 or 4).
 
-    ``mlp_shared`` of all its SPADEs share ``seg``: one conv at factor 1 per SPADE, one phase conv
-    for all of them at factor > 1. ``mlp_gamma`` gets ``+1`` in its bias (``1 + gamma``).
+    * ``mlp_shared`` of its SPADEs all read ``seg``: at factor 1 their weights are exported
+      (``shared_weight`` / ``shared_bias``) so that the renderer computes every factor-1 block's
+      ``actv`` in one conv; at factor > 1 one phase conv computes them at ``seg``'s resolution.
+    * ``mlp_gamma`` and ``mlp_beta`` of a SPADE read the same ``actv``: one conv with both
+      (``gamma`` first, its bias +1 for ``1 + gamma``).
+    * Learned shortcut: ``conv_s`` (1x1, linear) is composed with ``mlp_beta`` of ``norm_s``:
+      ``conv_s(n * g + beta) = conv_s(n * g) + (conv_s o mlp_beta)(actv)``, a 3x3 conv with
+      ``fout`` (< ``fin``) outputs instead of ``fin``.
     """
 
     def __init__(self, block: SPADEResBlock, factor: int):
@@ -214,34 +236,34 @@ class _FastResBlock:
         norms = [block.norm_0, block.norm_1] + ([block.norm_s] if self.learned else [])
         self.hidden = SPADE.hidden
         self.n_norms = len(norms)
+        shared_w = torch.cat([n.mlp_shared[0].weight for n in norms], 0).detach()
+        shared_b = torch.cat([n.mlp_shared[0].bias for n in norms], 0).detach()
         if factor == 1:
-            self.shared: List[_ConvW] = [_conv_of(n.mlp_shared[0]) for n in norms]
+            self.shared_weight, self.shared_bias = shared_w.clone(), shared_b.clone()
+            self.shared_conv: Optional[_ConvW] = _ConvW(shared_w.clone(), shared_b.clone(), 1)
             self.phase = None
         else:
-            self.shared = []
-            self.phase = _PhaseUpConv(torch.cat([n.mlp_shared[0].weight for n in norms], 0),
-                                      torch.cat([n.mlp_shared[0].bias for n in norms], 0), factor)
-        self.gamma = []
-        for n in norms:
-            g = _conv_of(n.mlp_gamma)
-            g.bias = g.bias + 1.0
-            self.gamma.append(g)
-        self.beta = [_conv_of(n.mlp_beta) for n in norms]
+            self.shared_weight = self.shared_bias = self.shared_conv = None
+            self.phase = _PhaseUpConv(shared_w, shared_b, factor)
         self.conv_0 = _conv_of(block.conv_0)
         self.conv_1 = _conv_of(block.conv_1)
         self.conv_s = _conv_of(block.conv_s) if self.learned else None
-        if self.learned:
-            # conv_s is 1x1 and linear: conv_s(n * g + beta) = conv_s(n * g) + (conv_s o mlp_beta)(actv),
-            # and the composed 3x3 conv has fout (< fin) outputs instead of fin.
-            ws = self.conv_s.weight.double().flatten(1)                       # [fout, fin]
-            wb = self.beta[2].weight.double()                                 # [fin, 128, 3, 3]
-            dt = self.beta[2].weight.dtype
-            wc = torch.einsum("om,mckl->ockl", ws, wb).to(dt)
-            bc = (ws @ self.beta[2].bias.double()).to(dt)
-            self.beta[2] = _ConvW(wc.contiguous(), bc, 1)
+        self.gb: List[_ConvW] = []
+        self.n_gamma: List[int] = []
+        for i, n in enumerate(norms):
+            wg, bg = n.mlp_gamma.weight.detach(), n.mlp_gamma.bias.detach() + 1.0
+            wb, bb = n.mlp_beta.weight.detach(), n.mlp_beta.bias.detach()
+            if i == 2:
+                ws = self.conv_s.weight.double().flatten(1)                       # [fout, fin]
+                wb, bb = (torch.einsum("om,mckl->ockl", ws, wb.double()).to(wg.dtype),
+                          (ws @ bb.double()).to(wg.dtype))
+            self.gb.append(_ConvW(torch.cat([wg, wb], 0).contiguous(), torch.cat([bg, bb], 0), 1))
+            self.n_gamma.append(wg.shape[0])
 
     def to(self, device, mf, winograd_max_pixels: int = 0) -> "_FastResBlock":
-        convs = [self.conv_0, self.conv_1] + self.gamma + self.beta + self.shared
+        convs = [self.conv_0, self.conv_1] + self.gb
+        if self.shared_conv is not None:
+            convs.append(self.shared_conv)
         if self.conv_s is not None:
             convs.append(self.conv_s)
         if self.phase is not None:
@@ -254,8 +276,10 @@ class _FastResBlock:
 
     def _actv(self, seg: torch.Tensor, mf) -> List[torch.Tensor]:
         """The ReLU'd ``mlp_shared`` outputs of norm_0, norm_1 (and norm_s) at the output size."""
+        h = self.hidden
         if self.phase is None:
-            return [F.relu_(conv(seg)) for conv in self.shared]
+            y = F.relu_(self.shared_conv(seg))
+            return [y[:, i * h:(i + 1) * h] for i in range(self.n_norms)]
         y = F.relu_(self.phase(seg))
         b, _, h, w = seg.shape
         f = self.factor
@@ -267,32 +291,36 @@ class _FastResBlock:
             outs.append(dst)
         return outs
 
-    def _scale(self, i: int, normalized: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
-        """``normalized * (1 + gamma)`` computed in the gamma conv's output.
-
-        ``normalized`` may be smaller than ``actv`` by an integer factor (nearest up-sampling is
-        then applied by broadcasting, without materialising it).
-        """
-        gamma = self.gamma[i](actv)
+    @staticmethod
+    def _scale_(gamma: torch.Tensor, normalized: torch.Tensor) -> torch.Tensor:
+        """``gamma *= normalized`` in place; ``normalized`` may be smaller by an integer factor
+        (nearest up-sampling by broadcasting, never materialised)."""
         b, c, h, w = gamma.shape
         nh, nw = normalized.shape[2:]
         if (nh, nw) == (h, w):
             return gamma.mul_(normalized)
-        fh, fw = h // nh, w // nw
-        gamma.view(b, c, nh, fh, nw, fw).mul_(normalized.view(b, c, nh, 1, nw, 1))
+        gamma.view(b, c, nh, h // nh, nw, w // nw).mul_(normalized.view(b, c, nh, 1, nw, 1))
         return gamma
 
     def _spade(self, i: int, normalized: torch.Tensor, actv: torch.Tensor) -> torch.Tensor:
-        """``normalized * (1 + gamma) + beta`` (SPADE), in the gamma conv's output."""
-        return self._scale(i, normalized, actv).add_(self.beta[i](actv))
+        """``normalized * (1 + gamma) + beta`` (SPADE), in the fused conv's output."""
+        gb = self.gb[i](actv)
+        c = self.n_gamma[i]
+        return self._scale_(gb[:, :c], normalized).add_(gb[:, c:])
 
-    def __call__(self, x: torch.Tensor, seg: torch.Tensor, mf) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, seg: torch.Tensor, mf,
+                 actv: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         """One block. ``x`` is the block input *before* the decoder's nearest up-sampling (so it is
-        smaller than the output when the decoder up-samples); ``seg`` the decoder input."""
-        actv = self._actv(seg, mf)
+        smaller than the output when the decoder up-samples); ``seg`` the decoder input; ``actv``
+        the ``mlp_shared`` outputs when computed by the caller (factor 1)."""
+        if actv is None:
+            actv = self._actv(seg, mf)
         n0 = _inorm_(x)
         if self.learned:
-            x_s = self.conv_s(self._scale(2, n0, actv[2])).add_(self.beta[2](actv[2]))
+            gb = self.gb[2](actv[2])
+            c = self.n_gamma[2]
+            x_s = self.conv_s(self._scale_(gb[:, :c], n0)).add_(gb[:, c:])
+            del gb
         elif tuple(x.shape[2:]) != tuple(actv[0].shape[2:]):
             x_s = F.interpolate(x, size=actv[0].shape[2:], mode="nearest")
         else:
@@ -332,10 +360,16 @@ class FaceRenderer:
         tune_allocator: on the CPU, keep large freed blocks for reuse (glibc only; see
             :mod:`.alloc`) from :meth:`prepare_source` until :meth:`close` (or until the renderer
             is garbage-collected, or the ``with`` block ends). Process-wide while active.
-        winograd: run the 3x3 convs of the decoder's 64x64 and 128x128 stages by Winograd
-            F(4x4, 3x3) (default: on for CPU float32, off elsewhere; see :mod:`.winograd`). It
-            keeps a 4x larger transformed copy of those weights (about 850 MB for the released
-            model) and changes the output by about 1e-5.
+        winograd: run the decoder's wide 3x3 convs by Winograd F(4x4, 3x3) (default: on for
+            CPU float32, off elsewhere; see :mod:`.winograd`). It keeps a 4x larger transformed
+            copy of those weights (about 0.9 GB for the released model) and changes the output
+            by about 1e-5.
+        parallel_frames: on the CPU, split a batch of B >= 2 frames over
+            ``min(B, torch.get_num_threads())`` worker threads, each running its frames with an
+            equal share of the intra-op threads (restored afterwards). Default False: on an idle
+            machine intra-op threading is about 15 % faster (the frames compete for caches and
+            memory bandwidth), but on a machine shared with other busy processes frame-level
+            threads degrade far less (2-3x less slowdown measured).
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch.
 
@@ -347,7 +381,7 @@ class FaceRenderer:
                  device: Optional[Union[str, torch.device]] = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = True,
                  phase_upsampling: bool = True, tune_allocator: bool = True,
-                 winograd: Optional[bool] = None):
+                 winograd: Optional[bool] = None, parallel_frames: bool = False):
         if not isinstance(generator, OcclusionAwareSPADEGenerator):
             raise OptionError("FaceRenderer needs an OcclusionAwareSPADEGenerator; build it with "
                               "load_generator().")
@@ -369,11 +403,14 @@ class FaceRenderer:
         self.tune_allocator = tune_allocator and self.device.type == "cpu"
         if winograd is None:
             winograd = self.device.type == "cpu" and dtype == torch.float32
-        # Winograd pays off on the CPU up to 128x128 inputs (measured: 1.4-2.6x per layer with
-        # >= 128 input channels); larger layers stay on oneDNN's direct kernels.
-        self.winograd_max_pixels = 128 * 128 if winograd else 0
+        # Winograd pays off on the CPU for the decoder's wide layers up to 256x256 (measured
+        # 1.3-2.6x per layer, see _winograd_pays); the others stay on oneDNN's direct kernels.
+        self.winograd_max_pixels = 256 * 256 if winograd else 0
         self._lease = False
         self._finalizer = None
+        self.parallel_frames = parallel_frames
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_size = 0
         self.config = generator.config
         self._source: Optional[_Source] = None
         with torch.no_grad():
@@ -409,9 +446,12 @@ class FaceRenderer:
         self.fourth = _ConvW(g.fourth.weight.detach().to(dev).contiguous(memory_format=mf),
                              g.fourth.bias.detach().to(dev), 0)
         dec = g.decoder
-        self.fc = _ConvW(dec.fc.weight.detach().to(dev).contiguous(memory_format=mf),
-                         dec.fc.bias.detach().to(dev), 1, wmax)
         self.middle = [_FastResBlock(b, 1).to(dev, mf, wmax) for b in dec.middle_blocks()]
+        # every conv that reads the decoder input: fc and the middle blocks' mlp_shared, as one
+        w = torch.cat([dec.fc.weight.detach()] + [m.shared_weight for m in self.middle], 0)
+        b = torch.cat([dec.fc.bias.detach()] + [m.shared_bias for m in self.middle], 0)
+        self.seg_convs = _ConvW(w.to(dev).contiguous(memory_format=mf), b.to(dev), 1, wmax)
+        self.fc_channels = dec.fc.weight.shape[0]
         f0, f1 = (2, 4) if self.phase else (1, 1)
         self.up_0 = _FastResBlock(dec.up_0, f0).to(dev, mf, wmax)
         self.up_1 = _FastResBlock(dec.up_1, f1).to(dev, mf, wmax)
@@ -485,11 +525,56 @@ class FaceRenderer:
         if kp_driving.dim() != 3 or kp_driving.shape[1:] != (self.num_kp, 3):
             raise InputError(f"kp_driving must be [B, {self.num_kp}, 3]; got "
                              f"{list(kp_driving.shape)}.")
-        with torch.inference_mode(), self._autocast():
-            out = self._forward(kp_driving.to(self.device, torch.float32), return_intermediates)
+        kp = kp_driving.to(self.device, torch.float32)
+        workers = self._workers_for(kp.shape[0])
+        if workers > 1:
+            out = self._render_parallel(kp, return_intermediates, workers)
+        else:
+            out = self._render_chunk(kp, return_intermediates)
         if return_intermediates:
             return out
         return out["prediction"]
+
+    def _workers_for(self, batch: int) -> int:
+        if self.device.type != "cpu" or not self.parallel_frames or batch < 2:
+            return 1
+        return max(1, min(batch, torch.get_num_threads()))
+
+    def _render_chunk(self, kp: torch.Tensor, intermediates: bool,
+                      threads: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        if threads is not None:
+            torch.set_num_threads(threads)  # this worker thread's OpenMP team size
+        with torch.inference_mode(), self._autocast():
+            return self._forward(kp, intermediates)
+
+    def _render_parallel(self, kp: torch.Tensor, intermediates: bool,
+                         workers: int) -> Dict[str, torch.Tensor]:
+        """Frames split over ``workers`` threads with ``threads // workers`` OpenMP threads each.
+
+        Per-frame work is many medium-sized ops; on a few CPU cores, frame-level parallelism
+        keeps every core busy without the per-op synchronisation of intra-op threading.
+        """
+        threads = torch.get_num_threads()
+        per = max(1, threads // workers)
+        if self._pool is None or self._pool_size != workers:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = ThreadPoolExecutor(max_workers=workers,
+                                            thread_name_prefix="facevid2vid-render")
+            self._pool_size = workers
+        try:
+            futures = [self._pool.submit(self._render_chunk, chunk, intermediates, per)
+                       for chunk in kp.tensor_split(workers)]
+            parts = [f.result() for f in futures]
+        finally:
+            # torch.set_num_threads in a worker also sets process-wide defaults (e.g. MKL's);
+            # restore the caller's setting
+            torch.set_num_threads(threads)
+        out: Dict[str, torch.Tensor] = {}
+        for key in parts[0]:
+            vals = [p[key] for p in parts]
+            out[key] = None if vals[0] is None else torch.cat(vals)
+        return out
 
     def render_frames(self, kp_driving: torch.Tensor, batch_size: int = 4
                       ) -> Iterator[torch.Tensor]:
@@ -504,8 +589,12 @@ class FaceRenderer:
             yield self.render(kp_driving[i:i + batch_size])
 
     def close(self) -> None:
-        """Drop the prepared source and end the allocator tuning period (idempotent)."""
+        """Drop the prepared source, stop the worker threads and end the allocator tuning period
+        (idempotent)."""
         self._source = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self._finalizer is not None:
             self._finalizer()  # runs alloc.release once
             self._finalizer = None
@@ -602,9 +691,16 @@ class FaceRenderer:
                 occ = F.interpolate(occ, size=x.shape[2:], mode="bilinear")
             x = x.mul_(occ)
         seg = x
-        x = self.fc(seg)
+        y = self.seg_convs(seg)
+        x = y[:, :self.fc_channels]
+        shared = F.relu_(y[:, self.fc_channels:])
+        h = SPADE.hidden
+        k = 0
         for blk in self.middle:
-            x = blk(x, seg, mf)
+            actv = [shared[:, (k + i) * h:(k + i + 1) * h] for i in range(blk.n_norms)]
+            k += blk.n_norms
+            x = blk(x, seg, mf, actv)
+        del y, shared, actv
         if self.phase:
             x = self.up_0(x, seg, mf)
             x = self.up_1(x, seg, mf)
