@@ -210,18 +210,20 @@ def test_generator_matches_golden(generator_out, genz, name):
 @pytest.fixture(scope="module")
 def fast_out(generator, genz):
     from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
-    # parallel_frames: with 2 threads the batch is split over two worker threads
-    fr = FaceRenderer(generator, parallel_frames=True)
+    # one network pass over both frames (the CPU default is one frame per pass)
+    fr = FaceRenderer(generator, frames_per_pass=0)
     fr.prepare_source(torch.from_numpy(genz["source_image"]), torch.from_numpy(genz["kp_source"]))
+    # the golden frame second: batching must not mix frames or assume index 0
+    out = fr.render(_two_frames(genz), return_intermediates=True)
+    fr.close()
+    return out
+
+
+def _two_frames(genz):
     kd = torch.from_numpy(genz["kp_driving"])
     other = kd + 0.05 * torch.from_numpy(np.random.default_rng(0).standard_normal(kd.shape)
                                          .astype(np.float32))
-    threads = torch.get_num_threads()
-    # the golden frame second: batching must not mix frames or assume index 0
-    out = fr.render(torch.cat([other, kd]), return_intermediates=True)
-    assert torch.get_num_threads() == threads, "the caller's thread setting must be restored"
-    fr.close()
-    return out
+    return torch.cat([other, kd])
 
 
 @pytest.mark.parametrize("name", ["prediction", "occlusion_map", "mask", "deformation",
@@ -239,6 +241,18 @@ def test_fast_renderer_frames(fast_out):
     assert float(pred.min()) >= 0.0 and float(pred.max()) <= 1.0
     # a different driving pose gives a different frame
     assert float((pred[0] - pred[1]).abs().max()) > 1e-3
+
+
+def test_fast_renderer_frame_parallel_equals_batched(generator, genz, fast_out):
+    """Frames split over worker threads, one frame per pass, give the batched pass's frames."""
+    from sadtalker_ext.render.facevid2vid import FaceRenderer
+    fr = FaceRenderer(generator, parallel_frames=True, frames_per_pass=1)
+    fr.prepare_source(torch.from_numpy(genz["source_image"]), torch.from_numpy(genz["kp_source"]))
+    threads = torch.get_num_threads()
+    pred = fr.render(_two_frames(genz))
+    assert torch.get_num_threads() == threads, "the caller's thread setting must be restored"
+    fr.close()
+    _check("frame-parallel prediction", pred, fast_out["prediction"].numpy())
 
 
 def test_phase_upsampling_convs_equal_plain():

@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_TUNED_MMAP = 1 << 30          # 1 GiB: every renderer tensor comes from the heap
+_TUNED_MMAP = 256 << 20       # 256 MiB: all tensors of a 256-px frame come from the heap
 _TUNED_TRIM = (1 << 31) - 1    # never trim while rendering
 _DEFAULT_MMAP = 32 << 20       # glibc's dynamic-threshold ceiling on 64-bit
 _DEFAULT_TRIM = 64 << 20       # 2 x mmap threshold, as dynamic mode sets it

@@ -344,6 +344,15 @@ class _Source:
     kp_source: torch.Tensor       # [1, K, 3]
 
 
+def _cat_parts(parts: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Concatenate per-chunk result dicts along the batch dimension."""
+    out: Dict[str, torch.Tensor] = {}
+    for key in parts[0]:
+        vals = [p[key] for p in parts]
+        out[key] = None if vals[0] is None else torch.cat(vals)
+    return out
+
+
 class FaceRenderer:
     """Renders video frames of one source image for batches of driving keypoints.
 
@@ -370,6 +379,10 @@ class FaceRenderer:
             machine intra-op threading is about 15 % faster (the frames compete for caches and
             memory bandwidth), but on a machine shared with other busy processes frame-level
             threads degrade far less (2-3x less slowdown measured).
+        frames_per_pass: frames computed together in one network pass (0 = the whole batch).
+            Default: 1 on the CPU (a frame's activations, ~1 GB, already fill the caches and
+            larger passes were measured slower and much larger in memory), the whole batch
+            elsewhere (GPUs need the batch to be busy).
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch.
 
@@ -381,7 +394,8 @@ class FaceRenderer:
                  device: Optional[Union[str, torch.device]] = None,
                  dtype: torch.dtype = torch.float32, channels_last: bool = True,
                  phase_upsampling: bool = True, tune_allocator: bool = True,
-                 winograd: Optional[bool] = None, parallel_frames: bool = False):
+                 winograd: Optional[bool] = None, parallel_frames: bool = False,
+                 frames_per_pass: Optional[int] = None):
         if not isinstance(generator, OcclusionAwareSPADEGenerator):
             raise OptionError("FaceRenderer needs an OcclusionAwareSPADEGenerator; build it with "
                               "load_generator().")
@@ -409,6 +423,11 @@ class FaceRenderer:
         self._lease = False
         self._finalizer = None
         self.parallel_frames = parallel_frames
+        if frames_per_pass is None:
+            frames_per_pass = 1 if self.device.type == "cpu" else 0
+        if frames_per_pass < 0:
+            raise OptionError(f"frames_per_pass must be >= 0; got {frames_per_pass}.")
+        self.frames_per_pass = frames_per_pass
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_size = 0
         self.config = generator.config
@@ -544,8 +563,13 @@ class FaceRenderer:
                       threads: Optional[int] = None) -> Dict[str, torch.Tensor]:
         if threads is not None:
             torch.set_num_threads(threads)  # this worker thread's OpenMP team size
+        step = self.frames_per_pass or kp.shape[0]
         with torch.inference_mode(), self._autocast():
-            return self._forward(kp, intermediates)
+            if kp.shape[0] <= step:
+                return self._forward(kp, intermediates)
+            parts = [self._forward(kp[i:i + step], intermediates)
+                     for i in range(0, kp.shape[0], step)]
+        return _cat_parts(parts)
 
     def _render_parallel(self, kp: torch.Tensor, intermediates: bool,
                          workers: int) -> Dict[str, torch.Tensor]:
@@ -570,11 +594,7 @@ class FaceRenderer:
             # torch.set_num_threads in a worker also sets process-wide defaults (e.g. MKL's);
             # restore the caller's setting
             torch.set_num_threads(threads)
-        out: Dict[str, torch.Tensor] = {}
-        for key in parts[0]:
-            vals = [p[key] for p in parts]
-            out[key] = None if vals[0] is None else torch.cat(vals)
-        return out
+        return _cat_parts(parts)
 
     def render_frames(self, kp_driving: torch.Tensor, batch_size: int = 4
                       ) -> Iterator[torch.Tensor]:
