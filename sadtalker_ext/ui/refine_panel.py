@@ -27,11 +27,9 @@ The table / plot helpers (:func:`schedule_to_rows`, :func:`rows_to_schedule`, :f
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-from dataclasses import replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -355,7 +353,7 @@ def _host_has_model(host: Any) -> bool:
     from ..refine.backends import host_can_img2img
     try:
         return host_can_img2img(host)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a host without img2img simply disables refinement (status line says so)
         return False
 
 

@@ -37,7 +37,6 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -102,7 +101,7 @@ class JobHost:
             return True
         try:
             return bool(self._host.interrupted())
-        except Exception:
+        except Exception:  # noqa: BLE001 - a host that cannot answer is treated as not interrupted; the poll must not break the run
             return False
 
     def snapshot(self) -> tuple:
@@ -169,7 +168,7 @@ def model_dirs_args(host, checkpoints: str | None = None) -> dict:
         explicit = (host.setting(SETTING_MODELS_DIR, None) or "").strip() or None
     try:
         host_dir = host.models_dir()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no host models folder: search the other folders only
         host_dir = None
     return {"checkpoints": explicit, "host_dir": host_dir}
 
@@ -264,7 +263,7 @@ class TalkingHeadUI:
             where = model_dirs_args(self.host)
             name = resolve_engine_name("auto", where["checkpoints"], where["host_dir"])
             return f"auto = best available (now: {name})"
-        except Exception:
+        except Exception:  # noqa: BLE001 - only a hint text; the choice itself still works
             return "auto = best available"
 
     # -- build -----------------------------------------------------------------------------------
@@ -318,7 +317,7 @@ class TalkingHeadUI:
         c = self.components
         try:
             ready = bool(self.tts.is_available()) if hasattr(self.tts, "is_available") else True
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken TTS library just hides the text box (message below)
             ready = False
         info = None if ready else ("text-to-speech is unavailable here (its espeak-ng library was not found; "
                                    "restart to let install.py add it); upload speech instead")
