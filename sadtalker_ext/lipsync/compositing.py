@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError, NoFaceError, OptionError, OutputError
+from ..face import topology as T
 
 __all__ = [
     "LIPS_OUTER", "LIPS_INNER", "FACE_OVAL",
@@ -49,17 +50,11 @@ __all__ = [
 
 Box = Tuple[int, int, int, int]
 
-#: Outer lip contour of the MediaPipe face mesh, in ring order (left corner 61, lower lip, right
-#: corner 291, upper lip). Taken from the edge set ``FACEMESH_LIPS`` of mediapipe's
-#: ``face_mesh_connections``.
-LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,
-              409, 270, 269, 267, 0, 37, 39, 40, 185)
-#: Inner lip contour (mouth opening), ring order, same source.
-LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308,
-              415, 310, 311, 312, 13, 82, 81, 80, 191)
-#: Face oval (forehead top 10, clockwise in the image), from ``FACEMESH_FACE_OVAL``.
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+#: Outer lip contour, inner lip contour (mouth opening) and face oval of the MediaPipe face mesh,
+#: in ring order: the project's one definition in :mod:`sadtalker_ext.face.topology`.
+LIPS_OUTER = tuple(T.MOUTH_OUTER_RING)
+LIPS_INNER = tuple(T.MOUTH_INNER_RING)
+FACE_OVAL = tuple(T.FACE_OVAL)
 
 _MIN_LANDMARKS = 468
 _SUBPIXEL_BITS = 4  # fillPoly fixed-point precision (1/16 px)

@@ -602,7 +602,7 @@ class TalkingHeadUI:
         def work():
             try:
                 box["paths"] = download_set(self.host, engine, checkpoints, progress)
-            except BaseException as exc:
+            except BaseException as exc:  # handed to the UI thread, which reports it
                 box["error"] = exc
 
         worker = threading.Thread(target=work, name="talking-head-download", daemon=True)
