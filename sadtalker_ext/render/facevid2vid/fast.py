@@ -166,13 +166,20 @@ class _PhaseUpConv:
 
 
 def _inorm_(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Affine-free instance norm over H, W (biased variance, as ``nn.InstanceNorm2d``)."""
+    """Affine-free instance norm over H, W (biased variance, as ``nn.InstanceNorm2d``).
+
+    Two passes (mean, then the mean of squared deviations), with plain sums: on channels_last
+    tensors these reduce over the outer dimension with vectorised kernels, 4-7x faster on the CPU
+    than ``torch.var_mean`` (Welford), and as accurate for activations whose mean is not many
+    orders of magnitude above their spread."""
     if x.dtype in (torch.float16, torch.bfloat16):
         xf = x.float()
         var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, unbiased=False)
         return (xf - mean).mul_(torch.rsqrt(var + eps)).to(x.dtype)
-    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, unbiased=False)
-    return (x - mean).mul_(torch.rsqrt(var + eps))
+    n = x.shape[2] * x.shape[3]
+    d = x - x.sum(dim=(2, 3), keepdim=True).div_(n)
+    var = (d * d).sum(dim=(2, 3), keepdim=True).div_(n)
+    return d.mul_(var.add_(eps).rsqrt_())
 
 
 # ----------------------------------------------------------------------------------------------
