@@ -16,9 +16,11 @@ keypoints and per-frame driving keypoints around them.
 For every batch size B it times one call of B frames (the best of --repeats): the baseline is
 ``generator(source, kp_driving, kp_source)`` with the source repeated B times (B = 1 is the official
 per-frame loop), the fast path is ``FaceRenderer.render`` after one ``prepare_source``. Frames are
-moved to the CPU in both. Printed: frames/s, ms/frame, process CPU seconds per frame (all threads;
-less sensitive than wall time to other load on a shared machine), the speed-up at the same B and
-against the per-frame baseline. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
+moved to the CPU in both. Each path runs in its own fresh Python process (so neither inherits the
+other's heap or caches), and the two alternate for --rounds rounds so that both sample the same
+periods of a shared machine's load; the best time of all rounds is kept. Printed: frames/s, ms/frame,
+process CPU seconds per frame (all threads), the speed-up at the same B and against the per-frame
+baseline, and the figures of every round. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
 from returning large blocks (see sadtalker_ext/render/facevid2vid/alloc.py), ``default`` leaves
 glibc as it is. On CUDA, TF32 is left as torch's defaults set it. No assertions: figures only.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SADTALKER_FILE = "SadTalker_V0.0.2_256.safetensors"
+_RESULT = "RESULT "
 
 
 def _synthetic_checkpoint() -> Path | None:
@@ -56,7 +60,7 @@ def _synthetic_checkpoint() -> Path | None:
     return None
 
 
-def render_speed(args) -> list:
+def render_speed(args) -> dict:
     import numpy as np
     import torch
     from skimage import data, transform
@@ -105,10 +109,12 @@ def render_speed(args) -> list:
             out = gen(source.expand(b, -1, -1, -1), kp_all[:b], kp_source.expand(b, -1, -1))
             return out["prediction"].float().cpu()
 
-    # the bench decides the allocator mode itself (same for both paths)
-    renderer = FaceRenderer(gen, device=device, dtype=dtype, tune_allocator=False,
-                            winograd=None if args.winograd == "auto" else args.winograd == "on",
-                            parallel_frames=args.parallel_frames)
+    renderer = None
+    if args.only == "fast":  # the baseline process holds no prepared copies of the weights
+        # the bench decides the allocator mode itself (same for both paths)
+        renderer = FaceRenderer(gen, device=device, dtype=dtype, tune_allocator=False,
+                                winograd=None if args.winograd == "auto" else args.winograd == "on",
+                                parallel_frames=args.parallel_frames)
 
     def fast(b):
         return renderer.render(kp_all[:b])
@@ -124,40 +130,85 @@ def render_speed(args) -> list:
             best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
         return best
 
-    print(f"device {device} ({torch.get_num_threads()} CPU threads), dtype {dtype}, size {size}, "
-          f"allocator {args.allocator}, torch {torch.__version__}")
-    print(f"weights: {weights}")
-    results = []
+    info = {"header": f"device {device} ({torch.get_num_threads()} CPU threads), dtype {dtype}, "
+                      f"size {size}, allocator {args.allocator}, torch {torch.__version__}",
+            "weights": weights}
+    times = {}
     with cpu_allocator_tuned(args.allocator == "tuned" and device.type == "cpu"):
-        t0 = time.perf_counter()
-        renderer.prepare_source(source, kp_source)
-        sync()
-        print(f"prepare_source: {1000 * (time.perf_counter() - t0):.0f} ms (once per video)")
-        fast(1)  # warm-up (kernel selection, allocator)
-        if not args.no_baseline:
-            baseline(1)
-        base1 = None
+        if args.only == "fast":
+            t0 = time.perf_counter()
+            renderer.prepare_source(source, kp_source)
+            sync()
+            info["prepare_ms"] = 1000 * (time.perf_counter() - t0)
+        fn = fast if args.only == "fast" else baseline
+        fn(1)  # warm-up (kernel selection, allocator)
         for b in args.batch:
-            row = {"batch": b}
-            if not args.no_baseline:
-                tb, cb = timed(baseline, b)
-                row["baseline_fps"], row["baseline_cpu_s"] = b / tb, cb / b
-                if b == 1:
-                    base1 = row["baseline_fps"]
-            tf, cf = timed(fast, b)
-            row["fast_fps"], row["fast_cpu_s"] = b / tf, cf / b
-            results.append(row)
-            line = f"batch {b:2d}:"
-            if "baseline_fps" in row:
-                line += (f" baseline {row['baseline_fps']:6.3f} fps ({1000 / row['baseline_fps']:6.0f}"
-                         f" ms/frame, {row['baseline_cpu_s']:5.2f} cpu-s/frame) |")
-            line += (f" fast {row['fast_fps']:6.3f} fps ({1000 / row['fast_fps']:6.0f} ms/frame, "
-                     f"{row['fast_cpu_s']:5.2f} cpu-s/frame)")
-            if "baseline_fps" in row:
-                line += f" | speed-up x{row['fast_fps'] / row['baseline_fps']:.2f} (same batch)"
-            if base1:
-                line += f", x{row['fast_fps'] / base1:.2f} vs per-frame baseline"
-            print(line, flush=True)
+            times[b] = timed(fn, b)
+    info["times"] = {str(b): list(t) for b, t in times.items()}
+    return info
+
+
+def _child(args, path: str) -> dict:
+    """Run one path in a fresh interpreter; returns its info dict."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--only", path,
+           "--device", args.device, "--size", str(args.size), "--repeats", str(args.repeats),
+           "--threads", str(args.threads), "--allocator", args.allocator,
+           "--winograd", args.winograd, "--batch", *map(str, args.batch)]
+    if args.fp16:
+        cmd.append("--fp16")
+    if args.parallel_frames:
+        cmd.append("--parallel-frames")
+    if args.checkpoint:
+        cmd += ["--checkpoint", str(args.checkpoint)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith(_RESULT):
+            return json.loads(line[len(_RESULT):])
+    raise SystemExit(f"no result from the {path} child:\n{out}")
+
+
+def compare(args) -> list:
+    """Alternate fresh fast / baseline processes for --rounds rounds and print the best figures."""
+    paths = ["fast"] + ([] if args.no_baseline else ["baseline"])
+    best = {p: {} for p in paths}
+    info = None
+    for r in range(max(1, args.rounds)):
+        for p in paths:
+            res = _child(args, p)
+            if info is None:
+                info = res
+                print(res["header"])
+                print(f"weights: {res['weights']}")
+            if "prepare_ms" in res and r == 0:
+                print(f"prepare_source: {res['prepare_ms']:.0f} ms (once per video)")
+            for b, (wall, cpu) in res["times"].items():
+                b = int(b)
+                print(f"  round {r + 1} {p:8s} batch {b:2d}: {1000 * wall / b:6.0f} ms/frame", flush=True)
+                if b not in best[p] or wall < best[p][b][0]:
+                    best[p][b] = (wall, cpu)
+    results = []
+    base1 = None
+    if "baseline" in best and 1 in best["baseline"]:
+        base1 = 1 / best["baseline"][1][0]
+    print(f"best of {max(1, args.rounds)} round(s) x {max(1, args.repeats)} repeat(s):")
+    for b in args.batch:
+        row = {"batch": b}
+        line = f"batch {b:2d}:"
+        if "baseline" in best:
+            tb, cb = best["baseline"][b]
+            row["baseline_fps"], row["baseline_cpu_s"] = b / tb, cb / b
+            line += (f" baseline {row['baseline_fps']:6.3f} fps ({1000 / row['baseline_fps']:6.0f}"
+                     f" ms/frame, {row['baseline_cpu_s']:5.2f} cpu-s/frame) |")
+        tf, cf = best["fast"][b]
+        row["fast_fps"], row["fast_cpu_s"] = b / tf, cf / b
+        line += (f" fast {row['fast_fps']:6.3f} fps ({1000 / row['fast_fps']:6.0f} ms/frame, "
+                 f"{row['fast_cpu_s']:5.2f} cpu-s/frame)")
+        if "baseline_fps" in row:
+            line += f" | speed-up x{row['fast_fps'] / row['baseline_fps']:.2f} (same batch)"
+        if base1:
+            line += f", x{row['fast_fps'] / base1:.2f} vs per-frame baseline"
+        results.append(row)
+        print(line, flush=True)
     return results
 
 
@@ -175,9 +226,16 @@ def main(argv=None) -> int:
                     help="Winograd convs in the fast path (auto: on for CPU float32)")
     ap.add_argument("--parallel-frames", action="store_true",
                     help="fast path: split each batch over threads (helps on busy machines)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternations of the fast / baseline processes (best kept)")
+    ap.add_argument("--only", choices=["fast", "baseline"], default=None,
+                    help=argparse.SUPPRESS)  # child mode: time one path, print a JSON result
     ap.add_argument("--checkpoint", type=Path, default=None)
     args = ap.parse_args(argv)
-    render_speed(args)
+    if args.only:
+        print(_RESULT + json.dumps(render_speed(args)), flush=True)
+    else:
+        compare(args)
     return 0
 
 
