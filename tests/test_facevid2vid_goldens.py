@@ -268,6 +268,8 @@ def test_phase_upsampling_convs_equal_plain():
                        padding=1)
         pc = _PhaseUpConv(w, b, factor)
         assert pc.n_units == (4 if factor == 2 else 9)
+        # f = 4: the inner phases see one sample per axis, so 25 taps instead of 9 x 2x2 = 36
+        assert pc.taps == (16 if factor == 2 else 25)
         dst = torch.empty_like(ref)
         pc.scatter(pc(x), dst)
         torch.testing.assert_close(dst, ref, atol=1e-5, rtol=1e-5)

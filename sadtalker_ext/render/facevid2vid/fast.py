@@ -113,9 +113,13 @@ def _phase_plan(factor: int) -> Tuple[List[torch.Tensor], List[int], List[int]]:
 class _PhaseUpConv:
     """``conv(nearest_up(x, f))`` (3x3 in H, W; any depth taps; padding 1) at low resolution.
 
-    ``weight`` ``[Cout, Cin, (kd,) 3, 3]``; the prepared weight stacks the distinct phase kernels
-    ``[U * Cout, Cin, (kd,) 2, 2]``. :meth:`__call__` returns the phase maps ``[B, U*Cout, (D,) n+1,
-    n+1]``; :meth:`scatter` writes them into an ``[B, Cout, (D,) f*n, f*n]`` destination.
+    ``weight`` ``[Cout, Cin, (kd,) 3, 3]``. Each output phase ``(a, b)`` is a conv of ``x`` with a
+    mixed kernel (:func:`_phase_plan`): 2 taps along an axis where the phase sees two neighbouring
+    samples, 1 tap where it sees one (the inner phases of f = 4). The distinct kernels are grouped
+    by shape (2x2, 2x1, 1x2, 1x1), one conv per group; a 2-tap axis has padding 1 and ``n + 1``
+    outputs, a 1-tap axis no padding and ``n``. :meth:`__call__` returns the groups' phase maps
+    ``[B, U_g*Cout, (D,) n(+1), n(+1)]``; :meth:`scatter` writes them into an
+    ``[B, Cout, (D,) f*n, f*n]`` destination.
     """
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor], factor: int):
@@ -124,46 +128,72 @@ class _PhaseUpConv:
         self.starts = starts
         self.lookup = lookup
         self.cout = weight.shape[0]
+        self.is3d = weight.dim() == 5
         w64 = weight.detach().double()
-        blocks = []
-        self.units: List[Tuple[int, int]] = []
+        # a mix with one all-zero row reads one sample (row 1: output i reads sample i)
+        one_tap = [bool(torch.all(m[0] == 0)) for m in mixes]
+        groups: Dict[Tuple[bool, bool], List[Tuple[int, int, torch.Tensor]]] = {}
         for uh, mh in enumerate(mixes):
             for uw, mw in enumerate(mixes):
-                blocks.append(torch.einsum("pk,ql,oi...kl->oi...pq", mh.to(w64.device),
-                                           mw.to(w64.device), w64))
-                self.units.append((uh, uw))
-        self.n_units = len(blocks)
-        self.weight = torch.cat(blocks, 0).to(weight.dtype).contiguous()
-        self.bias = None if bias is None else bias.detach().repeat(self.n_units).contiguous()
-        self.is3d = weight.dim() == 5
+                k = torch.einsum("pk,ql,oi...kl->oi...pq", mh.to(w64.device), mw.to(w64.device),
+                                 w64)
+                if one_tap[uh]:
+                    k = k[..., 1:, :]
+                if one_tap[uw]:
+                    k = k[..., 1:]
+                groups.setdefault((one_tap[uh], one_tap[uw]), []).append((uh, uw, k))
+        #: per group: (weight, bias, padding (H, W)); unit (uh, uw) -> (group index, slot)
+        self.convs: List[Tuple[torch.Tensor, Optional[torch.Tensor], Tuple[int, int]]] = []
+        self.where: Dict[Tuple[int, int], Tuple[int, int]] = {}
+        for gi, ((oh, ow), units) in enumerate(groups.items()):
+            w = torch.cat([k for _, _, k in units], 0).to(weight.dtype).contiguous()
+            b = None if bias is None else bias.detach().repeat(len(units)).contiguous()
+            self.convs.append((w, b, (0 if oh else 1, 0 if ow else 1)))
+            for slot, (uh, uw, _) in enumerate(units):
+                self.where[(uh, uw)] = (gi, slot)
+        self.n_units = len(self.where)
+
+    @property
+    def taps(self) -> int:
+        """Spatial kernel taps summed over the distinct phases (the multiply-adds per output
+        channel, input channel, low-resolution pixel and depth tap)."""
+        return sum((w.shape[0] // self.cout) * w.shape[-1] * w.shape[-2] for w, _, _ in self.convs)
 
     def to(self, device, memory_format=None) -> "_PhaseUpConv":
-        w = self.weight.to(device)
-        if memory_format is not None:
-            w = w.contiguous(memory_format=memory_format)
-        self.weight = w
-        self.bias = None if self.bias is None else self.bias.to(device)
+        convs = []
+        for w, b, pad in self.convs:
+            w = w.to(device)
+            if memory_format is not None:
+                w = w.contiguous(memory_format=memory_format)
+            convs.append((w, None if b is None else b.to(device), pad))
+        self.convs = convs
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.is3d:
-            return F.conv3d(x, self.weight, self.bias, padding=1)
-        return F.conv2d(x, self.weight, self.bias, padding=1)
+    def __call__(self, x: torch.Tensor, relu: bool = False) -> List[torch.Tensor]:
+        outs = []
+        for w, b, (ph, pw) in self.convs:
+            y = (F.conv3d(x, w, b, padding=(1, ph, pw)) if self.is3d
+                 else F.conv2d(x, w, b, padding=(ph, pw)))
+            outs.append(F.relu_(y) if relu else y)
+        return outs
 
-    def scatter(self, phases: torch.Tensor, dst: torch.Tensor, channel_offset: int = 0) -> None:
+    def scatter(self, phases: List[torch.Tensor], dst: torch.Tensor,
+                channel_offset: int = 0) -> None:
         """Copy phase maps (``channel_offset`` selects a Cout-group inside each unit) into ``dst``."""
         f = self.factor
-        nh, nw = phases.shape[-2] - 1, phases.shape[-1] - 1
+        nh, nw = dst.shape[-2] // f, dst.shape[-1] // f
         c = dst.shape[1]
         lead = dst.shape[:2] if not self.is3d else dst.shape[:3]
         view = dst.view(*lead, nh, f, nw, f)
         for a in range(f):
-            sa = self.starts[self.lookup[a]]
             for b in range(f):
-                sb = self.starts[self.lookup[b]]
-                u = self.units.index((self.lookup[a], self.lookup[b]))
-                c0 = u * self.cout + channel_offset
-                view[..., a, :, b].copy_(phases[:, c0:c0 + c, ..., sa:sa + nh, sb:sb + nw])
+                uh, uw = self.lookup[a], self.lookup[b]
+                gi, slot = self.where[(uh, uw)]
+                _, _, (ph, pw) = self.convs[gi]
+                sa = self.starts[uh] if ph else 0
+                sb = self.starts[uw] if pw else 0
+                c0 = slot * self.cout + channel_offset
+                view[..., a, :, b].copy_(phases[gi][:, c0:c0 + c, ..., sa:sa + nh, sb:sb + nw])
 
 
 def _inorm_(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -313,12 +343,12 @@ class _FastResBlock:
         if self.phase is None:
             y = F.relu_(self.shared_conv(seg))
             return [y[:, i * h:(i + 1) * h] for i in range(self.n_norms)]
-        y = F.relu_(self.phase(seg))
+        y = self.phase(seg, relu=True)
         b, _, h, w = seg.shape
         f = self.factor
         outs = []
         for i in range(self.n_norms):
-            dst = torch.empty(b, self.hidden, f * h, f * w, device=seg.device, dtype=y.dtype,
+            dst = torch.empty(b, self.hidden, f * h, f * w, device=seg.device, dtype=y[0].dtype,
                               memory_format=mf)
             self.phase.scatter(y, dst, channel_offset=i * self.hidden)
             outs.append(dst)
@@ -777,7 +807,7 @@ class FaceRenderer:
                 pc = self._up_phase.get(i)
                 if pc is None:  # 2x2-tap phase weights (4/9 of the multiply-adds)
                     pc = self._up_phase[i] = _PhaseUpConv(conv.weight, conv.bias, 2)
-                ph = F.relu_(pc(out))
+                ph = pc(out, relu=True)
                 pc.scatter(ph, cat[:, :cout])
                 del ph
             else:
