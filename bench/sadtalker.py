@@ -141,7 +141,8 @@ def render_speed(args) -> dict:
             sync()
             info["prepare_ms"] = 1000 * (time.perf_counter() - t0)
         fn = fast if args.only == "fast" else baseline
-        fn(1)  # warm-up (kernel selection, allocator)
+        for _ in range(2):  # warm-up (kernel selection, lazily made weights, allocator)
+            fn(1)
         for b in args.batch:
             times[b] = timed(fn, b)
     info["times"] = {str(b): list(t) for b, t in times.items()}

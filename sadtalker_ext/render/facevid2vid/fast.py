@@ -21,14 +21,23 @@ frame, the golden tolerance is 1.1e-4):
 * A 3x3 convolution of a nearest-up-sampled input (factor ``f``) is computed at the low resolution:
   every output phase ``(a, b)`` only sees a 2x2 (or smaller) low-resolution window, so its kernel is a
   sum of the original taps. Used for the SPADE ``mlp_shared`` convs of ``up_0`` (f = 2) and ``up_1``
-  (f = 4: 9 distinct phases instead of 16) and for the larger up-blocks of the 3D hourglass (f = 2
-  in H and W); 2.25x to 4x fewer multiply-adds there.
+  (f = 4: 9 distinct phases instead of 16, and the inner phases see one sample per axis, so their
+  kernels are 2x1, 1x2 or 1x1) and for the larger up-blocks of the 3D hourglass (f = 2 in H and W);
+  2.25x to 5.8x fewer multiply-adds there.
 * The affine-free instance norm of a nearest-up-sampled tensor is the up-sampled instance norm of
   the low-resolution tensor: computed before up-sampling, shared by ``norm_0`` and ``norm_s``, and
   applied by broadcasting (never materialised at the high resolution).
 * ``conv_s`` (1x1, linear) of the learned shortcuts is composed with ``norm_s``'s ``mlp_beta``.
 * On the CPU (float32), the decoder's wide 3x3 convs run by Winograd F(4x4, 3x3)
-  (:mod:`.winograd`; 4x fewer multiply-adds, 1.3-2.6x faster per layer).
+  (:mod:`.winograd`; 4x fewer multiply-adds, 1.2-2.6x faster per layer), and so do the 3x3x3 convs
+  of the hourglass levels up to 16x16, with the depth taps as input channels (1.3-2.3x).
+* On the CPU (float32), the dense-motion head's 7x7x7 mask conv and 7x7 occlusion conv run by FFT
+  over (H, W), sharing one forward transform (:mod:`.spectral`; about 20x fewer multiply-adds).
+* The sparse motions translate the separable coordinate grid, so sampling the compressed source
+  at them is three 1D interpolations (``_sample_translated``) instead of a per-voxel gather, and
+  the deformation is ``grid * sum_k m_k + sum_k m_k (kp_s - kp_d)_k``.
+* Instance norms take two plain-sum passes (mean, then squared deviations), 4-7x faster than
+  ``var_mean`` on channels_last tensors.
 * Element-wise steps are done in place where the tensor is ours, and while a source is prepared
   the glibc allocator keeps freed large blocks (:mod:`.alloc`): a frame allocates gigabytes of
   temporaries, which would otherwise be page-faulted in again every time.
@@ -39,9 +48,10 @@ batch goes through in one pass, and ``dtype=torch.float16`` (or ``bfloat16``) ru
 under autocast. The 2D decoder uses the ``channels_last`` memory format. Outputs are always float32
 on the CPU, moved there as soon as a batch is done.
 
-Measured (2-core AMD EPYC VM, 256 px, synthetic weights; bench/sadtalker.py): the straightforward
-per-frame forward 3.2-3.7 s per frame at 2 threads (6.6-7.7 s at 1 thread), this renderer
-1.7-1.9 s (3.5 s at 1 thread).
+Measured (2-core AMD EPYC VM, 256 px, synthetic weights; bench/sadtalker.py, each path in its own
+process, best of alternating rounds): the straightforward per-frame forward 3.3-3.5 s per frame at
+2 threads, this renderer 1.57-1.75 s (x2.1 at best; a single round's ratio was 1.95-2.19 on this
+shared VM).
 
 Source followed: OpenTalker/SadTalker ``src/facerender/modules/{generator,dense_motion,util}.py`` and
 ``make_animation.py`` (what is computed); the rewrites are ours.
@@ -492,8 +502,8 @@ class FaceRenderer:
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch (or
     ``render_frames`` to stream a whole sequence), and ``close()`` when done (also a context
-    manager). Memory on the CPU: about 1.8 GB of prepared weights (generator, fused copies,
-    Winograd transforms) plus about 1.5 GB while rendering a 256-px frame.
+    manager). Memory on the CPU: about 2.1 GB of prepared weights (generator, fused copies,
+    Winograd transforms, FFT kernel spectra) plus about 1.5 GB while rendering a 256-px frame.
 
     Raises:
         OptionError: an unsupported ``dtype`` / device / option value.
