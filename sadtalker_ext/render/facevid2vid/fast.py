@@ -49,9 +49,9 @@ under autocast. The 2D decoder uses the ``channels_last`` memory format. Outputs
 on the CPU, moved there as soon as a batch is done.
 
 Measured (2-core AMD EPYC VM, 256 px, synthetic weights; bench/sadtalker.py, each path in its own
-process, best of alternating rounds): the straightforward per-frame forward 3.3-3.5 s per frame at
-2 threads, this renderer 1.57-1.75 s (x2.1 at best; a single round's ratio was 1.95-2.19 on this
-shared VM).
+process, best of alternating rounds): the straightforward per-frame forward 3.2-3.5 s per frame at
+2 threads, this renderer 1.51-1.75 s (x2.13 best against best; a single round's ratio was
+1.95-2.19 on this shared VM).
 
 Source followed: OpenTalker/SadTalker ``src/facerender/modules/{generator,dense_motion,util}.py`` and
 ``make_animation.py`` (what is computed); the rewrites are ours.
