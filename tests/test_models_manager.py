@@ -56,9 +56,11 @@ class LocalServer:
 
             def do_GET(self):
                 if self.path != "/file.bin":
-                    self.send_error(404)
+                    # record before answering: the client's next request (another thread) must
+                    # not be recorded first
                     with server.lock:
                         server.requests.append((self.headers.get("Range"), 404))
+                    self.send_error(404)
                     return
                 data = server.data
                 rng = self.headers.get("Range")
