@@ -99,9 +99,15 @@ class WinogradConv3x3:
         if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
             raise ValueError("WinogradConv3x3 needs a [Cout, Cin, 3, 3] weight")
         g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
-        u = torch.einsum("ik,ockl,jl->ijoc", g, weight.detach().double(), g)   # [6, 6, Cout, Cin]
         self.cout, self.cin = weight.shape[0], weight.shape[1]
-        self.u = u.reshape(36, self.cout, self.cin).to(weight.dtype).contiguous()
+        # U[i, j] = G w G^T in float64, one row i at a time: the float64 temporaries stay at 1/6
+        # of the transformed weights (the 3D hourglass's would otherwise take ~0.5 GB at once)
+        self.u = torch.empty(6, 6, self.cout, self.cin, dtype=weight.dtype, device=weight.device)
+        for o in range(0, self.cout, 128):
+            wd = weight[o:o + 128].detach().double()
+            for i in range(6):
+                self.u[i, :, o:o + 128] = torch.einsum("k,ockl,jl->joc", g[i], wd, g)
+        self.u = self.u.view(36, self.cout, self.cin)
         self.bias = None if bias is None else bias.detach().clone()
 
     @property
