@@ -353,3 +353,24 @@ def test_renderer_allocator_lease_released_on_close(generator, genz):
     assert alloc._depth == before
     fr.close()  # idempotent
     assert alloc._depth == before
+
+
+def test_fast_renderer_lets_the_generator_go(ckpt_path, genz):
+    """The renderer keeps only the source encoder: the caller's generator (decoder, hourglass) is
+    freed when dropped, and the renderer still gives the official frame."""
+    import gc
+    import weakref
+    from sadtalker_ext.render.facevid2vid.checkpoint import load_generator
+    from sadtalker_ext.render.facevid2vid.fast import FaceRenderer
+    gen = load_generator(ckpt_path)
+    gone = [weakref.ref(gen), weakref.ref(gen.decoder), weakref.ref(gen.dense_motion_network.hourglass)]
+    first = weakref.ref(gen.first)
+    fr = FaceRenderer(gen)
+    del gen
+    gc.collect()
+    assert all(r() is None for r in gone), "the renderer must not keep the whole generator alive"
+    assert first() is not None  # the source encoder is shared, not copied
+    fr.prepare_source(torch.from_numpy(genz["source_image"]), torch.from_numpy(genz["kp_source"]))
+    pred = fr.render(torch.from_numpy(genz["kp_driving"]))
+    fr.close()
+    _check("prediction after the generator was dropped", pred, genz["prediction"])

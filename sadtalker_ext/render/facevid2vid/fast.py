@@ -471,7 +471,8 @@ class FaceRenderer:
 
     Args:
         generator: a loaded :class:`OcclusionAwareSPADEGenerator` (eval mode). Its weights are read
-            once and prepared; the module itself is used only for the source encoding.
+            once and prepared; only its source encoder (:class:`.generator.SourceEncoder`, shared
+            modules) is kept, so dropping the caller's reference frees the other original weights.
         device: where to run (default: the generator's device).
         dtype: ``torch.float32`` (default, within ~2e-5 of the official frame), or
             ``torch.float16`` / ``torch.bfloat16`` for autocast of the per-frame part on CUDA
@@ -484,8 +485,8 @@ class FaceRenderer:
             is garbage-collected, or the ``with`` block ends). Process-wide while active.
         winograd: run the decoder's wide 3x3 convs by Winograd F(4x4, 3x3) (default: on for
             CPU float32, off elsewhere; see :mod:`.winograd`). It keeps a 4x larger transformed
-            copy of those weights (about 0.9 GB for the released model) and changes the output
-            by about 1e-5.
+            copy of those weights (1.5 GB for the released 256 model, made on the first frame,
+            with the hourglass's 3D convs) and changes the output by about 1e-5.
         spectral: compute the dense-motion network's 7x7x7 mask conv and 7x7 occlusion conv by
             FFT over (H, W) (default: on for CPU float32; see :mod:`.spectral`). Its kernel
             spectra take about 0.3 GB; about 0.1 s less per 256-px frame on 2 cores.
@@ -502,8 +503,9 @@ class FaceRenderer:
 
     Use ``prepare_source(image, kp_source)`` once, then ``render(kp_driving)`` per batch (or
     ``render_frames`` to stream a whole sequence), and ``close()`` when done (also a context
-    manager). Memory on the CPU: about 2.1 GB of prepared weights (generator, fused copies,
-    Winograd transforms, FFT kernel spectra) plus about 1.5 GB while rendering a 256-px frame.
+    manager). Memory on the CPU (256 model, measured): 2.3 GB of prepared weights (folded copies
+    0.5 GB, Winograd transforms 1.5 GB, FFT kernel spectra 0.3 GB) and the source encoder, plus
+    about 1.2 GB while rendering a 256-px frame: 3.75 GB peak RSS for a process that only renders.
 
     Raises:
         OptionError: an unsupported ``dtype`` / device / option value.
@@ -527,9 +529,12 @@ class FaceRenderer:
         if dtype == torch.float16 and self.device.type != "cuda":
             raise OptionError("float16 rendering needs a CUDA device; use float32 on the CPU.")
         self.dtype = dtype
-        self.generator = generator.eval()
+        generator.eval()
         if param.device != self.device or param.dtype != torch.float32:
-            self.generator.to(device=self.device, dtype=torch.float32)
+            generator.to(device=self.device, dtype=torch.float32)
+        # only the source encoder is kept: the rest is copied (folded, transformed) below, so the
+        # caller's generator and its original weights can be freed
+        self.encoder = generator.source_encoder()
         self.mf = torch.channels_last if channels_last else torch.contiguous_format
         # full-resolution 3D convs (hourglass input / output level) in channels_last_3d
         self.mf3 = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -634,7 +639,6 @@ class FaceRenderer:
                              f"multiples of 4; got {list(source_image.shape)}.")
         if kps.dim() != 3 or kps.shape[0] != 1 or kps.shape[1:] != (self.num_kp, 3):
             raise InputError(f"kp_source must be [1, {self.num_kp}, 3]; got {list(kp_source.shape)}.")
-        g = self.generator
         if self.tune_allocator and not self._lease:
             self._lease = alloc.acquire()
             if self._lease:
@@ -642,8 +646,7 @@ class FaceRenderer:
         with torch.inference_mode():
             img = img.to(self.device, torch.float32)
             kps = kps.to(self.device, torch.float32)
-            feat = g.encode_source(img)
-            comp = g.dense_motion_network.compress_feature(feat)
+            feat, comp = self.encoder(img)
             d, h, w = feat.shape[2:]
             grid = coordinate_grid_3d(d, h, w, device=self.device)
             bg = F.grid_sample(comp, grid.unsqueeze(0), mode="bilinear", padding_mode="zeros",

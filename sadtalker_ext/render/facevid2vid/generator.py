@@ -163,13 +163,11 @@ class OcclusionAwareSPADEGenerator(nn.Module):
 
     def encode_source(self, source_image: torch.Tensor) -> torch.Tensor:
         """Appearance volume ``[B, reshape_channel, reshape_depth, H/4, W/4]`` of the source."""
-        out = self.first(source_image)
-        for block in self.down_blocks:
-            out = block(out)
-        out = self.second(out)
-        b, _, h, w = out.shape
-        out = out.view(b, self.config.reshape_channel, self.config.reshape_depth, h, w)
-        return self.resblocks_3d(out)
+        return _appearance_volume(self, source_image)
+
+    def source_encoder(self) -> "SourceEncoder":
+        """The networks that read only the source image, sharing this generator's modules."""
+        return SourceEncoder(self)
 
     @staticmethod
     def deform(volume: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
@@ -200,3 +198,39 @@ class OcclusionAwareSPADEGenerator(nn.Module):
 
 
 __all__ = ["DenseMotionNetwork", "SPADEDecoder", "OcclusionAwareSPADEGenerator"]
+
+
+def _appearance_volume(m, source_image: torch.Tensor) -> torch.Tensor:
+    """``first`` -> ``down_blocks`` -> ``second`` -> reshape to 3D -> ``resblocks_3d`` of ``m`` (a
+    generator or a :class:`SourceEncoder`)."""
+    out = m.first(source_image)
+    for block in m.down_blocks:
+        out = block(out)
+    out = m.second(out)
+    b, _, h, w = out.shape
+    out = out.view(b, m.config.reshape_channel, m.config.reshape_depth, h, w)
+    return m.resblocks_3d(out)
+
+
+class SourceEncoder(nn.Module):
+    """The source-only part of :class:`OcclusionAwareSPADEGenerator` (its modules, shared, not copied).
+
+    ``forward(source_image [B, 3, H, W] in [0, 1])`` returns ``(feature, compressed)``: the appearance
+    volume ``[B, 32, 16, H/4, W/4]`` and the dense-motion network's compressed volume
+    ``[B, compress, 16, H/4, W/4]``. A renderer that keeps this instead of the whole generator lets the
+    decoder's and hourglass's original weights be freed once it has prepared its own copies.
+    """
+
+    def __init__(self, generator: OcclusionAwareSPADEGenerator):
+        super().__init__()
+        self.config = generator.config
+        self.first = generator.first
+        self.down_blocks = generator.down_blocks
+        self.second = generator.second
+        self.resblocks_3d = generator.resblocks_3d
+        self.compress = generator.dense_motion_network.compress
+        self.norm = generator.dense_motion_network.norm
+
+    def forward(self, source_image: torch.Tensor):
+        feature = _appearance_volume(self, source_image)
+        return feature, F.relu(self.norm(self.compress(feature)))
