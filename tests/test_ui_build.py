@@ -354,6 +354,23 @@ def test_generate_streams_progress_and_preview_then_adds_to_history(ui, monkeypa
     assert ui.select_history(history, 0)[0].endswith("fake.mp4")
 
 
+def test_live_preview_pictures_are_sent_at_most_once_per_interval(ui, monkeypatch, astronaut, arctic_wav):
+    """Status updates follow every chunk; the ~150 kB preview pictures at most every PREVIEW_INTERVAL_S."""
+    import sadtalker_ext.jobs as jobs
+    import sadtalker_ext.ui.tab as tab
+    fake, _ = _fake_run_job(frames=40, delay=0.05)        # a new frame every 50 ms for 2 s
+    monkeypatch.setattr(jobs, "run_job", fake)
+    monkeypatch.setattr(tab, "PREVIEW_INTERVAL_S", 0.6)
+    t0 = time.perf_counter()
+    steps = list(ui.generate(*_inputs(ui, astronaut, str(arctic_wav), engine="lite")))
+    elapsed = time.perf_counter() - t0
+    updates = [s for s in steps if "fake: frame" in s[0]]
+    previews = [s[1] for s in steps if isinstance(s[1], np.ndarray)]
+    assert len(updates) >= 5                               # the status still follows at every poll
+    assert 1 <= len(previews) <= elapsed / 0.6 + 1, (len(previews), elapsed)
+    assert len(previews) < len(updates)
+
+
 def test_typed_text_is_spoken_in_the_chosen_language(ui, monkeypatch, astronaut):
     import sadtalker_ext.jobs as jobs
     if ui.components.get("tts_text") is None:
@@ -455,3 +472,11 @@ def test_gradio3_queue_waits_for_long_steps(tmp_path):
         assert client is not None and client.timeout.read is None and client.timeout.connect is None
     finally:
         demo.close()
+    # a browser that reads an update 2 s late keeps its event (gradio 3 alone drops it after 1 s)
+    import asyncio
+    import types
+
+    async def slow_send_json(data):
+        await asyncio.sleep(2.0)
+    event = types.SimpleNamespace(websocket=types.SimpleNamespace(send_json=slow_send_json))
+    assert asyncio.run(demo._queue.send_message(event, {"msg": "process_generating"})) is True

@@ -188,19 +188,34 @@ def enable_queue(blocks, concurrency: int = 2):
     return blocks.queue()
 
 
+#: gradio 3's queue gives up on a browser (and drops its event) when one message cannot be sent within
+#: 1 s; a busy or distant browser gets this long instead.
+QUEUE_SEND_TIMEOUT_S = 15.0
+
+
 def relax_queue_timeout(blocks) -> bool:
-    """gradio 3 only: let the queue wait as long as a step takes.
+    """gradio 3 only: let the queue wait as long as a step takes, and a slow browser a while.
 
     gradio 3.41's queue runs every step of an event through an HTTP request to its own server, with an
     ``httpx.AsyncClient`` whose default timeout (5 s) httpx >= 0.25 applies to each step (the 0.24.1 the
     WebUI pins does not), so a step longer than 5 s, e.g. while a C extension of a running job holds the
-    GIL, kills the event and freezes the progress display. Call after ``blocks.queue()`` (before or after
-    launch). Returns True when a gradio 3 queue was adjusted.
+    GIL, kills the event and freezes the progress display. It also sends each update to the browser with
+    a 1 s limit and silently drops the event when a browser reads late (the run goes on, its page never
+    hears of it again); that limit becomes ``QUEUE_SEND_TIMEOUT_S``. Call after ``blocks.queue()``
+    (before or after launch); for the standalone server only (the WebUI's queue is the host's).
+    Returns True when a gradio 3 queue was adjusted.
     """
     q = getattr(blocks, "_queue", None)
     if q is None or not hasattr(q, "queue_client") or major() >= 4:
         return False
     import httpx
+
+    send = getattr(q, "send_message", None)
+    if callable(send) and not getattr(q, "_th_send_relaxed", False):
+        async def send_message(event, data, timeout=1):
+            return await send(event, data, timeout=max(timeout, QUEUE_SEND_TIMEOUT_S))
+        q.send_message = send_message
+        q._th_send_relaxed = True
 
     def relax():
         if getattr(q, "queue_client", None) is not None:

@@ -58,6 +58,10 @@ POLL_S = 0.25
 #: A handler yields at least this often: gradio 3.41's queue fetches each step of a generator over HTTP
 #: with httpx's default 5 s timeout (httpx >= 0.28), so a step must never take that long.
 HEARTBEAT_S = 1.0
+#: A new live-preview picture is sent at most this often. Each is a ~150 kB PNG in the event stream; at
+#: every chunk (2-4 a second with the lite engine) they made 0.5 MB/s, enough for a slow or busy browser
+#: to fall behind, and gradio 3's queue drops an event whose message waits more than 1 s to be sent.
+PREVIEW_INTERVAL_S = 1.0
 #: Options section shown only when there is no refinement panel.
 REFINE_SECTION = "Refinement (img2img)"
 PREVIEW_SIDE = 256
@@ -505,6 +509,7 @@ class TalkingHeadUI:
         t0 = time.perf_counter()
         worker.start()
         seen, last = -1, time.perf_counter()
+        preview_seen, last_preview = -1, last - PREVIEW_INTERVAL_S
         try:
             yield status_html("running", "Starting (waits while another generation is running)..."), \
                 None, None, keep, history
@@ -513,7 +518,11 @@ class TalkingHeadUI:
                 version, done, total, text, preview = job.snapshot()
                 now = time.perf_counter()
                 if worker.is_alive() and (version != seen or now - last >= HEARTBEAT_S):
-                    new_frame = version != seen and preview is not None
+                    # a picture not sent yet goes out with a later update (a heartbeat at the latest)
+                    new_frame = (preview is not None and version != preview_seen
+                                 and now - last_preview >= PREVIEW_INTERVAL_S)
+                    if new_frame:
+                        preview_seen, last_preview = version, now
                     seen, last = version, now
                     msg = text or "Preparing (face, motion)..."
                     yield (status_html("running", f"{msg} - {now - t0:.0f} s", done, total),
