@@ -188,21 +188,24 @@ def _wait_status(page, js_test: str, timeout_ms: int) -> bool:
         return False
 
 
-def test_interrupt_in_the_browser_leaves_no_output(server, browser, inputs):
-    url, out = server
-    png, _, long_speech = inputs
-    before = _files(out)
+#: What gradio 3.41's queue prints when one step of a streaming event fails inside it: the event ends
+#: and its page hears nothing more (gradio-app/gradio#9411, open upstream; not reproduced here outside
+#: CI). The interrupt test runs once more on a fresh page when the first attempt ended that way.
+GRADIO_LOST_EVENT = "'AsyncRequest' object has no attribute '_json_response_data'"
+
+
+def _interrupt_once(browser, url, png, speech) -> dict:
     page = _open(browser, url)
     seen = []
     try:
-        _fill(page, png, long_speech)
+        _fill(page, png, speech)
         page.click("#th_generate")
         # wait until frames are being rendered (mid-run), then interrupt
         rendering = _wait_status(page, f"t => /frame \\d+\\/{LONG_FRAMES}/.test(t)", 90_000)
         seen.append(page.inner_text("#th_status"))
         if rendering:
             page.click("#th_interrupt")
-            # the run ends one way or another; which way is asserted below with what the page showed
+            # the run ends one way or another; which way is asserted with what the page showed
             _wait_status(page, "t => t.includes('Interrupted') || t.includes('Saved') || t.includes('rror')",
                          120_000)
             seen.append(page.inner_text("#th_status"))
@@ -210,9 +213,32 @@ def test_interrupt_in_the_browser_leaves_no_output(server, browser, inputs):
                                   "return v ? v.src : null; }")
     finally:
         page.close()
-    report = (f"status at the Interrupt click and at the end: {seen!r}; new files: "
+    return {"rendering": rendering, "seen": seen, "video_src": video_src,
+            "interrupted": rendering and "Interrupted: no video was written" in seen[-1]}
+
+
+def test_interrupt_in_the_browser_leaves_no_output(server, browser, inputs):
+    url, out = server
+    png, _, long_speech = inputs
+    before = _files(out)
+    log_before = _server_log_tail(out, 10**7)
+    r = _interrupt_once(browser, url, png, long_speech)
+    if not r["interrupted"] and GRADIO_LOST_EVENT in _server_log_tail(out, 10**7)[len(log_before):]:
+        import warnings
+        warnings.warn(f"gradio's queue lost the event ({GRADIO_LOST_EVENT}); page showed {r['seen']!r}; "
+                      "running the scenario once more")
+        # let the first run end: an interrupted one stops within a chunk, one never interrupted (the page
+        # never showed frames) writes its whole video, which is left out of the second attempt's check
+        deadline = time.time() + (20 if r["rendering"] else 240)
+        while time.time() < deadline and not any(
+                n.endswith(".json") and not n.startswith(".") for n in _files(out) - before):
+            time.sleep(1)
+        time.sleep(2)
+        before = _files(out)
+        r = _interrupt_once(browser, url, png, long_speech)
+    report = (f"status at the Interrupt click and at the end: {r['seen']!r}; new files: "
               f"{sorted(_files(out) - before)}; server log:\n{_server_log_tail(out)}")
-    assert rendering, "the page never showed frames being rendered; " + report
-    assert "Interrupted: no video was written" in seen[-1], report
-    assert not video_src
+    assert r["rendering"], "the page never showed frames being rendered; " + report
+    assert r["interrupted"], report
+    assert not r["video_src"]
     assert _files(out) == before, sorted(_files(out) - before)  # no mp4, no sidecar, no partial file
