@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REF = Path(os.environ.get("SADTALKER_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
 GOLDENS = SHARED_REF / "goldens"
+
+# A shell without job control starts background commands (``cmd &``) with SIGINT ignored, and children
+# inherit an ignored signal across exec: the Ctrl-C tests' CLI would then never see their SIGINT. Catch it
+# here instead (a caught signal is reset to the default in every child), as in a foreground terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 MANIFESTS = SHARED_REF / "manifests"
 
 
