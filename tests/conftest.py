@@ -13,13 +13,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_REF = Path(os.environ.get("SADTALKER_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
 GOLDENS = SHARED_REF / "goldens"
+MANIFESTS = SHARED_REF / "manifests"
 
 # A shell without job control starts background commands (``cmd &``) with SIGINT ignored, and children
 # inherit an ignored signal across exec: the Ctrl-C tests' CLI would then never see their SIGINT. Catch it
 # here instead (a caught signal is reset to the default in every child), as in a foreground terminal.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-MANIFESTS = SHARED_REF / "manifests"
 
 
 def golden_tol(golden: np.ndarray) -> float:

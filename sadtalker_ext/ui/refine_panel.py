@@ -374,14 +374,14 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
     def to_json(table, mode, batch, same):
         try:
             return schedule_of(table, mode, batch, same).to_json(), ""
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)
 
     def from_json(text):
         try:
             s = KeyframeSchedule.from_json(text or "[]")
             return (schedule_to_rows(s) or [[""] * len(COLUMNS)], s.mode, s.batch_size, s.same_noise, "")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             keep = compat.update()
             return keep, keep, keep, keep, _message(exc)
 
@@ -398,7 +398,7 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
     def plot(table, mode, batch, same, duration):
         try:
             return plot_schedule(schedule_of(table, mode, batch, same), float(duration or 4.0)), ""
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)
 
     def preview(*values):
@@ -411,7 +411,7 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
             ckpt = panel._values([True] + vals[1:])["sd_checkpoint"]
             out = preview_frame(sched, img, time_s, host=panel.host, sd_checkpoint=(ckpt or "").strip() or None)
             return out, f"preview at {float(time_s or 0):.2f} s"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)
 
     compat.listen(c["to_json"].click, to_json, table_inputs, [c["json"], c["message"]], show_progress=False)

@@ -56,7 +56,8 @@ SETTING_PRECISION = "talking_head_precision"
 
 POLL_S = 0.25
 #: A handler yields at least this often: gradio 3.41's queue fetches each step of a generator over HTTP
-#: with httpx's default 5 s timeout (httpx >= 0.28), so a step must never take that long.
+#: with httpx's default 5 s timeout (httpx >= 0.25; see ``compat.relax_queue_timeout``), so a step must
+#: never take that long.
 HEARTBEAT_S = 1.0
 #: A new live-preview picture is sent at most this often. Each is a ~150 kB PNG in the event stream; at
 #: every chunk (2-4 a second with the lite engine) they made 0.5 MB/s, enough for a slow or busy browser

@@ -197,8 +197,6 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         return result
 
 
-__all__ = ["DenseMotionNetwork", "SPADEDecoder", "OcclusionAwareSPADEGenerator"]
-
 
 def _appearance_volume(m, source_image: torch.Tensor) -> torch.Tensor:
     """``first`` -> ``down_blocks`` -> ``second`` -> reshape to 3D -> ``resblocks_3d`` of ``m`` (a
@@ -234,3 +232,6 @@ class SourceEncoder(nn.Module):
     def forward(self, source_image: torch.Tensor):
         feature = _appearance_volume(self, source_image)
         return feature, F.relu(self.norm(self.compress(feature)))
+
+
+__all__ = ["DenseMotionNetwork", "SPADEDecoder", "OcclusionAwareSPADEGenerator", "SourceEncoder"]
