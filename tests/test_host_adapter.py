@@ -308,6 +308,7 @@ def test_img2img_passes_the_webui_arguments(webui):
     assert np.array_equal(np.asarray(p.init_images[1]), images[1])
     assert p.image_mask.mode == "L" and np.array_equal(np.asarray(p.image_mask), mask[0])
     assert (p.denoising_strength, p.cfg_scale, p.steps, p.sampler_name) == (0.35, 5.5, 12, "DPM++ 2M")
+    assert p.scheduler == "Automatic"  # None makes the host log "Sampler Scheduler autocorrection" per call
     assert p.seed == [1234] * 3 and p.batch_size == 3 and p.n_iter == 1  # one seed for every frame
     assert (p.width, p.height) == (72, 64)  # rounded up to multiples of 8
     assert (p.mask_blur_x, p.mask_blur_y) == (6, 6)

@@ -145,6 +145,16 @@ def _optional_module(name: str):
         return None
 
 
+def _scheduler_argument(processing, scheduler: Optional[str]) -> Dict[str, str]:
+    """``{"scheduler": name}`` for hosts whose processing takes a scheduler (A1111 >= 1.9, Forge):
+    the request's, else "Automatic" (the sampler's own schedule; None makes the host log a "Sampler
+    Scheduler autocorrection" warning on every call). Empty for older hosts without the field."""
+    fields = getattr(processing.StableDiffusionProcessing, "__dataclass_fields__", None)
+    if fields is not None and "scheduler" not in fields:
+        return {}
+    return {"scheduler": scheduler or "Automatic"}
+
+
 def _round8(v: int) -> int:
     """Up to a multiple of 8 (Stable Diffusion's latent stride)."""
     return max(8, (int(v) + 7) // 8 * 8)
@@ -338,6 +348,7 @@ class A1111Host:
         seed = int(request.seed) if request.seed is not None and int(request.seed) >= 0 \
             else random.randrange(4294967294)
         max_batch = max(1, int(extra.get("max_batch", 4)))
+        scheduler = _scheduler_argument(processing, extra.get("scheduler"))
         out = np.empty_like(images)
         outdir = (getattr(shared.opts, "outdir_samples", "") or getattr(shared.opts, "outdir_img2img_samples", "")
                   or str(self.output_dir()))
@@ -348,7 +359,7 @@ class A1111Host:
                 p = processing.StableDiffusionProcessingImg2Img(
                     sd_model=shared.sd_model, outpath_samples=outdir, outpath_grids=outdir,
                     prompt=request.prompt, negative_prompt=request.negative_prompt,
-                    seed=[seed] * len(idx), sampler_name=request.sampler, scheduler=extra.get("scheduler"),
+                    seed=[seed] * len(idx), sampler_name=request.sampler, **scheduler,
                     batch_size=len(idx), n_iter=1, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
                     width=width, height=height, restore_faces=bool(extra.get("restore_faces", False)),
                     tiling=False, do_not_save_samples=True, do_not_save_grid=True,
