@@ -625,3 +625,61 @@ def test_lipsync_restoration_uses_the_host_restorer(monkeypatch):
     with pytest.raises(RuntimeError):
         jobs.run_job(host, None, None, GenerateOptions(restore="codeformer"), out=host.output_dir() / "x.mp4")
     assert seen["restorer"] == host.restore_faces
+
+
+def _build_real_tab_in_webui(gr):
+    from modules import infotext_utils, script_callbacks
+
+    _load_script()
+    with gr.Blocks():
+        for tab in ("txt2img", "img2img"):
+            for elem_id, make in ((f"{tab}_gallery", gr.Gallery), (f"{tab}_send_to_extras", gr.Button),
+                                  (f"generation_info_{tab}", lambda: gr.Textbox(visible=False))):
+                comp = make()
+                comp.elem_id = elem_id
+                script_callbacks.after_component_callback(comp, elem_id=elem_id)
+        tabs = script_callbacks.ui_tabs_callback()
+        infotext_utils.connect_paste_params_buttons()
+    assert script_callbacks.double_errors == []
+    return tabs[0][0]
+
+
+def _component(block, elem_id):
+    """The component ``elem_id`` under ``block`` (a tab built inside the WebUI's Blocks registers its
+    components with the outer Blocks, so its own ``blocks`` dict is not complete)."""
+    if getattr(block, "elem_id", None) == elem_id:
+        return block
+    for child in getattr(block, "children", None) or []:
+        found = _component(child, elem_id)
+        if found is not None:
+            return found
+    return None
+
+
+def test_default_engine_setting_survives_the_webuis_ui_config(webui, tmp_path):
+    """The WebUI stores every tab value in ui-config.json on its first start and restores it on every
+    start; the Default engine / precision settings must still decide the tab's initial values."""
+    gr = pytest.importorskip("gradio")
+    shared, a1111 = webui
+    from modules import script_callbacks, ui_loadsave
+
+    config = tmp_path / "ui-config.json"
+    script_callbacks.ui_settings_callback()
+    # first start with the defaults: the host writes the tab's values
+    blocks = _build_real_tab_in_webui(gr)
+    first = ui_loadsave.UiLoadsave(str(config))
+    first.add_block(blocks, "talking_head")
+    first.dump()
+    assert _component(blocks, "th_opt_engine").value == "auto"
+    assert json.loads(config.read_text()).get("talking_head/Face resolution/value") == "512"  # others are stored
+    # the user picks lite / fp32 in Settings and restarts
+    shared.opts.talking_head_default_engine = "lite"
+    shared.opts.talking_head_precision = "fp32"
+    for restart in range(2):
+        script_callbacks.clear_callbacks()
+        blocks = _build_real_tab_in_webui(gr)
+        loadsave = ui_loadsave.UiLoadsave(str(config))
+        loadsave.add_block(blocks, "talking_head")
+        loadsave.dump()
+        assert _component(blocks, "th_opt_engine").value == "lite"
+        assert _component(blocks, "th_opt_precision").value == "fp32"

@@ -53,6 +53,8 @@ TAB_ID = "talking_head"
 SETTING_MODELS_DIR = "talking_head_models_dir"
 SETTING_DEFAULT_ENGINE = "talking_head_default_engine"
 SETTING_PRECISION = "talking_head_precision"
+#: Options whose initial value is a host setting (kept out of the WebUI's ui-config.json).
+SETTING_DRIVEN = ("engine", "precision")
 
 POLL_S = 0.25
 #: A handler yields at least this often: gradio 3.41's queue fetches each step of a generator over HTTP
@@ -359,6 +361,11 @@ class TalkingHeadUI:
                         made[spec.name] = self._control(spec)
                 if section == REFINE_SECTION:
                     self._refine_section = acc
+        for name in SETTING_DRIVEN:
+            if name in made:
+                # the WebUI's ui-config.json stores every component's value on the first start and puts it
+                # back on every start, over the value taken from the setting; this flag exempts it
+                made[name].do_not_save_to_config = True
         self.option_components = [made[s.name] for s in self.specs]
 
     def _control(self, spec):

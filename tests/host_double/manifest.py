@@ -1,7 +1,7 @@
 """Names and call signatures of AUTOMATIC1111 WebUI v1.10.1 that the extension relies on.
 
 Transcribed from the v1.10.1 sources (modules/script_callbacks.py, shared.py, shared_state.py,
-options.py, processing.py, face_restoration.py, infotext_utils.py, call_queue.py, progress.py,
+options.py, processing.py, face_restoration.py, infotext_utils.py, ui_loadsave.py, call_queue.py, progress.py,
 paths.py, launch_utils.py). Each entry maps ``"module"`` to ``{"Name" or "Class.method": params}``
 where ``params`` is the list of parameter names in order (``"*name"`` = keyword-only; ``None`` =
 an attribute whose existence is checked). ``check(module, spec)`` compares a module object with
@@ -90,6 +90,10 @@ SIGNATURES = {
         "register_paste_params_button": ["binding"],
         "connect_paste_params_buttons": [],
         "paste_fields": None, "registered_param_bindings": None,
+    },
+    "modules.ui_loadsave": {
+        "UiLoadsave.__init__": ["self", "filename"], "UiLoadsave.add_component": ["self", "path", "x"],
+        "UiLoadsave.add_block": ["self", "x", "path"],
     },
     "modules.call_queue": {"queue_lock": None, "wrap_gradio_gpu_call": ["func", "extra_outputs"]},
     "modules.progress": {
