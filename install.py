@@ -4,9 +4,10 @@ Inside AUTOMATIC1111 / Forge the host runs this file at start-up with its ``laun
 missing packages are installed, with versions compatible with the host, and torch, torchvision,
 gradio, numpy, pydantic and fastapi are never installed or upgraded.
 
-Standalone (fresh venv):  python install.py [--neural] [--test]
+Standalone (fresh venv):  python install.py [--neural] [--ray] [--test]
   --neural  PyTorch 2.13.0 (CPU wheel) + safetensors + librosa for the SadTalker / Wav2Lip engines
-  --test    pytest and the test-only extras
+  --ray     Ray 2.60.0, for ``batch --ray`` (runs jobs on a Ray cluster; without it batches run locally)
+  --test    pytest and the test-only extras (Ray included: its local-cluster test runs in CI)
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ LITE = [
     ("PIL", "Pillow>=9"),
     ("soundfile", "soundfile>=0.12"),
     ("espeakng_loader", "espeakng-loader>=0.2.4"),  # espeak-ng library + data (en/ru/cmn) for --text
+    ("tqdm", "tqdm>=4.60"),                # batch progress bars (the WebUI ships it too)
 ]
 NO_DEPS = [("silero_vad", "silero-vad==6.2.3")]  # only its bundled ONNX file is used; its deps would pull torch
 NEURAL = [("safetensors", "safetensors>=0.4"), ("librosa", "librosa>=0.10")]
+RAY = [("ray", "ray==2.60.0")]  # batch --ray; pinned: pip check clean beside the test extras (protobuf 4, pydantic 1)
 TORCH = ("torch", "torch==2.13.0")  # pinned: an unpinned torch would download several GB of CUDA wheels
 TEST = [("pytest", "pytest>=7"),
         # the HTTP API's tests: the versions AUTOMATIC1111 v1.10 ships (FastAPI 0.94 + pydantic 1)
@@ -70,6 +73,8 @@ def install_standalone(argv) -> None:
             reqs.append(TORCH[1])
     if test:
         reqs += [req for _, req in TEST]
+    if test or "--ray" in argv:
+        reqs += [req for _, req in RAY]
     subprocess.check_call(pip + reqs)
     subprocess.check_call(pip + ["--no-deps"] + [req for _, req in NO_DEPS])
 

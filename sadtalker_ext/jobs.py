@@ -43,6 +43,25 @@ def _host_restorer(host: Host, options: GenerateOptions):
     return host.restore_faces
 
 
+def write_sidecar(out: Path, result: Result, options: GenerateOptions, source_info: dict | None = None,
+                  extra: dict | None = None) -> Path:
+    """Write ``out``'s JSON sidecar (``<out>.json``: every parameter, for reproduction) atomically
+    (a hidden temporary file renamed onto the name). ``extra`` adds top-level keys. Returns its path."""
+    sidecar = Path(out).with_suffix(".json")
+    meta = {
+        "extension": "sd-talking-head", "version": __version__, "engine": result.engine,
+        "options": options.to_dict(), "seed": options.seed, "frames": result.num_frames,
+        "duration_s": result.duration, "size": list(result.size), "seconds": round(result.seconds, 3),
+        "info": {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool, list, dict))},
+        "source": source_info or {}, "python": platform.python_version(),
+    }
+    meta.update(extra or {})
+    tmp = sidecar.with_name("." + sidecar.name + ".part")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(sidecar)
+    return sidecar
+
+
 def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
             out: Path | None = None, stages=(), phoneme_events=None) -> JobResult:
     """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
@@ -74,18 +93,8 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
                           phoneme_events=phoneme_events, host_dir=host.models_dir(),
                           restorer=_host_restorer(host, options))
-    sidecar = out.with_suffix(".json")
-    meta = {
-        "extension": "sd-talking-head", "version": __version__, "engine": result.engine,
-        "options": options.to_dict(), "seed": options.seed, "frames": result.num_frames,
-        "duration_s": result.duration, "size": list(result.size), "seconds": round(result.seconds, 3),
-        "info": {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, bool, list, dict))},
-        "source": source_info or {}, "python": platform.python_version(),
-    }
-    tmp = sidecar.with_name("." + sidecar.name + ".part")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(sidecar)
+    sidecar = write_sidecar(out, result, options, source_info)
     return JobResult(path=result.path, sidecar=sidecar, result=result)
 
 
-__all__ = ["JobResult", "run_job", "output_name", "GenerationInterrupted"]
+__all__ = ["JobResult", "run_job", "output_name", "write_sidecar", "GenerationInterrupted"]

@@ -1,4 +1,5 @@
-"""Command line: ``python -m sadtalker_ext {generate,demo,models,ui}`` (``ui``: the standalone web UI).
+"""Command line: ``python -m sadtalker_ext {generate,demo,batch,models,ui}`` (``ui``: the standalone web UI;
+``batch``: a jobs file, see :mod:`sadtalker_ext.batch`).
 
 Errors the user can fix print one line (``error: ...``) and exit with status 2; ``--debug``
 shows the traceback instead. Ctrl-C stops the run, removes the partial output and exits 130.
@@ -104,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bundled inputs: astronaut photo + CMU ARCTIC a0007")
     demo.add_argument("--out", default="demo.mp4", help="output .mp4 (default: %(default)s)")
     _add_generation_options(demo)
+    from ..batch.cli import add_parser as add_batch
+    add_batch(sub, _add_generation_options)
     from .models_cmd import add_parser as add_models
     add_models(sub)
     ui = sub.add_parser("ui", help="serve the Talking Head web UI (and the HTTP API) without the WebUI")
@@ -148,7 +151,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GLOG_minloglevel", "2")
     try:
-        if args.command == "models":
+        if args.command in ("models", "batch"):
             return args.func(args)
         if args.command == "ui":
             from ..ui.standalone import serve
