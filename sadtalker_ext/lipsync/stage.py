@@ -11,7 +11,8 @@ practice of sd-wav2lip-uhq for the compositing side, see :mod:`.compositing`):
    to frame by :class:`FaceTracker`). Non-finite landmarks mean "no face on this frame".
 2. **box**: :func:`~.compositing.face_box` (landmark extent + ``pads`` = top, bottom, left, right),
    smoothed over time with a causal :class:`~.compositing.BoxSmoother` (reset when the face is lost).
-3. **network input**: the box resized to 96x96, **BGR** in [0, 1]; channels 0-2 the crop with rows
+3. **network input**: the box resized to 96x96 (bilinear, ``cv2.resize``'s default as in the official
+   ``datagen``), **BGR** in [0, 1]; channels 0-2 the crop with rows
    48..95 set to 0, channels 3-5 the same crop unmasked (the official code uses the frame itself as
    the reference).
 4. **audio**: frame ``i`` gets the Wav2Lip mel chunk of columns ``int(i * 80 / fps) .. +16`` (the
@@ -298,7 +299,7 @@ class Wav2LipStage:
             except (NoFaceError, InputError):
                 smoother.reset()
                 continue
-            crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
             bgr = crop[:, :, ::-1]
             x = np.empty((FACE_SIZE, FACE_SIZE, 6), np.uint8)
             x[:, :, :3] = bgr
@@ -387,7 +388,7 @@ class Wav2LipStage:
         full_mask[y0:y1, x0:x1] = mask
         prefix = f"frame{index:05d}"
         paths = write_debug_images(self.debug_dir, frame, full_gen, full_mask, box, landmarks, prefix=prefix)
-        crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+        crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
         masked = crop.copy()
         masked[FACE_SIZE // 2:] = 0
         net_out = np.clip(np.round(pred * 255.0), 0, 255).astype(np.uint8)
