@@ -11,6 +11,7 @@ values back into a validated ``GenerateOptions`` (raises OptionError with the CL
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -206,11 +207,17 @@ def convert(spec: ControlSpec, value: Any) -> Any:
         except ValueError:
             raise OptionError(f"{flag} needs whole numbers separated by commas, got {value!r}") from None
     if spec.integer:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value  # exact: a float round trip would turn 2**63 - 1 into 2**63
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            pass
         try:
             f = float(value)
         except (TypeError, ValueError):
             raise OptionError(f"{flag} must be a whole number, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise OptionError(f"{flag} must be a whole number, got {value!r}")
         return int(f)
     if isinstance(spec.default, float) and spec.kind in ("number", "slider"):
