@@ -2,8 +2,11 @@
 file in the host's output folder, and a JSON sidecar with everything needed to reproduce it."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import platform
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +16,8 @@ from .errors import GenerationInterrupted
 from .host.base import Host
 from .options import GenerateOptions
 from .pipeline import Callbacks, Result, generate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,4 +102,79 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
     return JobResult(path=result.path, sidecar=sidecar, result=result)
 
 
-__all__ = ["JobResult", "run_job", "output_name", "write_sidecar", "GenerationInterrupted"]
+class JobHost:
+    """The host as one job (one tab session's run, one API request) sees it: records the latest progress
+    and preview frame and adds a per-job stop flag on top of ``host.interrupted()``. Everything else is
+    delegated to ``host``.
+
+    :meth:`interrupt` stops this job only: it sets the job's own flag and, only while this job holds the
+    host's job lock (:meth:`job`), also calls ``host.interrupt()`` so that a long host call inside it
+    (the WebUI's img2img) stops early. A job that waits for the lock, or another client's job, is never
+    touched.
+    """
+
+    def __init__(self, host):
+        self._host = host
+        self._lock = threading.Lock()
+        self.stop = threading.Event()
+        self.running = False
+        self.done = 0
+        self.total = 0
+        self.text = ""
+        self.preview = None
+        self.version = 0
+
+    def __getattr__(self, name):
+        return getattr(self._host, name)
+
+    @contextlib.contextmanager
+    def job(self, name: str, total: int):
+        """The host's job context; while inside it this job is the one running on the host."""
+        with self._host.job(name, total):
+            with self._lock:
+                self.running = True
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.running = False
+
+    def interrupt(self) -> bool:
+        """Stop this job (see the class doc). Returns True when it was running on the host."""
+        self.stop.set()
+        with self._lock:  # the job cannot leave the host's lock while we hold ours
+            if not self.running:
+                return False
+            stop = getattr(self._host, "interrupt", None)
+            if callable(stop):
+                try:
+                    stop()
+                except Exception:  # noqa: BLE001 - the job's own flag stops it within one chunk anyway
+                    log.debug("host interrupt failed", exc_info=True)
+            return True
+
+    def progress(self, done: int, total: int, text: str = "", preview=None) -> None:
+        with self._lock:
+            self.done, self.total, self.text = int(done), int(total), str(text)
+            if preview is not None:
+                self.preview = preview
+            self.version += 1
+        try:
+            self._host.progress(done, total, text, preview)
+        except Exception:  # the host's progress display must never break a run
+            log.debug("host progress failed", exc_info=True)
+
+    def interrupted(self) -> bool:
+        if self.stop.is_set():
+            return True
+        try:
+            return bool(self._host.interrupted())
+        except Exception:  # noqa: BLE001 - a host that cannot answer is treated as not interrupted; the poll must not break the run
+            return False
+
+    def snapshot(self) -> tuple:
+        with self._lock:
+            return self.version, self.done, self.total, self.text, self.preview
+
+
+__all__ = ["JobResult", "JobHost", "run_job", "output_name", "write_sidecar", "GenerationInterrupted"]

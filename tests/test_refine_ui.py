@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def built():
     return blocks, panel, prompt, image
 
 
-def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path):
+def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
     from sadtalker_ext.ui import compat
     blocks, panel, prompt, image = built
     c = panel.components
@@ -158,7 +159,15 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path):
     rows, mode, batch, same, msg = h["from_json"](text)
     assert rows == EXAMPLE_ROWS and (mode, batch, same, msg) == ("every", 8, False, "")
     assert "OptionError" in h["from_json"]('{"mode": 3}')[-1]
-    f = tmp_path / "k.json"
+    outside = tmp_path / "k.json"          # a server file the client did not upload: refused, not read
+    outside.write_text(text)
+    got, msg = h["import_file"](str(outside))
+    assert got != text and "was not uploaded through this page" in msg
+    from sadtalker_ext.ui import guard
+    upload = Path(guard.upload_roots()[0]) / f"th-test-{os.getpid()}"   # where gradio puts uploads
+    upload.mkdir(parents=True, exist_ok=True)
+    request.addfinalizer(lambda: shutil.rmtree(upload, ignore_errors=True))
+    f = upload / "k.json"
     f.write_text(text)
     assert h["import_file"](str(f))[0] == text
 

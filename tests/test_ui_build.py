@@ -107,9 +107,11 @@ def _check_build(result: dict, major: int) -> None:
     assert gen_in[0] == "th_image" and "th_audio" in gen_in and "th_prompt" in gen_in
     assert {f"th_opt_{f.name}" for f in dataclasses.fields(GenerateOptions)} <= set(gen_in)
     assert gen_out[:4] == ["th_status", "th_preview", "th_video", "th_history"]
-    assert wired[("click", "th_interrupt")] == ([], ["th_status"])
+    # Interrupt gets only this session's job token (a gr.State: no elem_id), never a global "stop all"
+    assert wired[("click", "th_interrupt")] == ([None], ["th_status"])
     assert wired[("select", "th_history")][1] == ["th_video", "th_status"]
-    assert wired[("click", "th_models_refresh")] == (["th_opt_checkpoints"], ["th_models"])
+    # the models folder is the server's: the client's checkpoints box is not an input of the panel
+    assert wired[("click", "th_models_refresh")] == ([], ["th_models"])
     assert wired[("click", "th_download_sadtalker")][1] == ["th_download_status", "th_models"]
     if major == 3:  # upload and microphone are two components in gradio 3
         assert "th_audio_mic" in gen_in
@@ -283,6 +285,24 @@ def test_refine_panel_contract_is_wired_when_present(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- handlers
+def as_upload(path: Path, request) -> Path:
+    """A copy of ``path`` where gradio keeps client uploads (the tab's handlers open nothing else)."""
+    import shutil
+    import uuid
+
+    from sadtalker_ext.ui import guard
+    folder = Path(guard.upload_roots()[0]) / f"th-test-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return Path(shutil.copy(path, folder / Path(path).name))
+
+
+@pytest.fixture()
+def arctic_wav(arctic_wav, request):
+    """The reference speech as an upload (overrides conftest's server path for the handler tests)."""
+    return as_upload(arctic_wav, request)
+
+
 @pytest.fixture()
 def ui(tmp_path):
     pytest.importorskip("gradio")
@@ -401,7 +421,8 @@ def test_interrupt_stops_the_job_and_reports_it(ui, monkeypatch, astronaut, arct
     for step in gen:
         seen.append(step[0])
         if "fake: frame 1/" in step[0]:
-            assert "Interrupting" in ui.interrupt()
+            assert "Nothing is running" in ui.interrupt(None)  # no token: another session, stops nothing
+            assert "Interrupting" in ui.interrupt(step[5])     # this session's token (its gr.State)
     assert "Interrupted: no video was written." in seen[-1]
     assert not list((ui.host.output_dir()).glob("*.mp4"))
     assert "Nothing is running" in ui.interrupt()

@@ -273,9 +273,18 @@ class RefinePanel:
         from ..refine.backends import make_backend
         from ..refine.stage import RefineStage
         v = self._values(values)
-        backend = make_backend(host=host if host is not None else self.host,
-                               sd_checkpoint=(v["sd_checkpoint"] or "").strip() or None)
+        host = host if host is not None else self.host
+        backend = make_backend(host=host, sd_checkpoint=_checkpoint(host, v["sd_checkpoint"]))
         return [RefineStage(sched, backend)]
+
+
+def _checkpoint(host: Any, value: Any) -> Optional[str]:
+    """The form's SD checkpoint, accepted only inside the server's models folders (None when empty)."""
+    text = (value or "").strip() if isinstance(value, str) else ""
+    if not text:
+        return None
+    from .tab import sd_checkpoint_path
+    return sd_checkpoint_path(host, text)
 
 
 def _status_line(host: Any) -> str:
@@ -311,8 +320,8 @@ def build_refine_panel(host: Any = None, prompt: Any = None, image: Any = None) 
             c["same_noise"] = compat.make("Checkbox", value=True, label="Same seed and noise for every frame",
                                           elem_id="th_refine_same_noise")
         if standalone:
-            c["sd_checkpoint"] = compat.make("Textbox", label="SD checkpoint (standalone: .safetensors/.ckpt or "
-                                             "diffusers folder)", elem_id="th_refine_ckpt")
+            c["sd_checkpoint"] = compat.make("Textbox", label="SD checkpoint (standalone: name of a .safetensors/.ckpt "
+                                             "file or diffusers folder in the models folder)", elem_id="th_refine_ckpt")
         c["table"] = compat.make("Dataframe", value=EXAMPLE_ROWS, headers=HEADERS, datatype=["str"] * len(COLUMNS),
                                  row_count=(len(EXAMPLE_ROWS), "dynamic"), col_count=(len(COLUMNS), "fixed"),
                                  type="array", interactive=True, wrap=True, label="Keyframes (empty cell = not set)",
@@ -364,7 +373,12 @@ def _message(exc: Exception) -> str:
     return f"**error**: {' '.join(str(exc).split())[:300]}"
 
 
+#: At most this much of an imported keyframes file is read into the JSON box.
+MAX_JSON_CHARS = 1_000_000
+
+
 def _wire(panel: RefinePanel, compat, image: Any) -> None:
+    from . import guard
     c = panel.components
     table_inputs = [c["table"], c["mode"], c["batch_size"], c["same_noise"]]
 
@@ -390,10 +404,14 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
             return compat.update(), ""
         path = f if isinstance(f, (str, os.PathLike)) else getattr(f, "name", None)
         try:
+            # only an upload (or the output folder), whatever path the payload named
+            path = guard.check_file(path, guard.file_roots(panel.host, c["json_file"]), "keyframes file")
             with open(path, encoding="utf-8") as fh:
-                return fh.read(), ""
-        except (OSError, TypeError) as exc:
-            return compat.update(), f"**error**: cannot read the keyframes file: {exc}"
+                return fh.read(MAX_JSON_CHARS + 1)[:MAX_JSON_CHARS], ""
+        except TalkingHeadError as exc:
+            return compat.update(), _message(exc)
+        except (OSError, TypeError, UnicodeDecodeError) as exc:
+            return compat.update(), f"**error**: cannot read the keyframes file ({type(exc).__name__})"
 
     def plot(table, mode, batch, same, duration):
         try:
@@ -409,7 +427,7 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
             sched = panel.get_schedule(True, *vals[1:])
             img = own if own is not None else src
             ckpt = panel._values([True] + vals[1:])["sd_checkpoint"]
-            out = preview_frame(sched, img, time_s, host=panel.host, sd_checkpoint=(ckpt or "").strip() or None)
+            out = preview_frame(sched, img, time_s, host=panel.host, sd_checkpoint=_checkpoint(panel.host, ckpt))
             return out, f"preview at {float(time_s or 0):.2f} s"
         except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)

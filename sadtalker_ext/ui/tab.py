@@ -34,6 +34,7 @@ import importlib.util
 import inspect
 import logging
 import math
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -41,8 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from ..jobs import JobHost
 from ..options import ENGINES, GenerateOptions
-from . import compat
+from . import compat, guard
 from .controls import SECTIONS, initial_value, option_specs, to_options
 
 log = logging.getLogger(__name__)
@@ -74,48 +76,6 @@ _last_ui: "TalkingHeadUI | None" = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
-class JobHost:
-    """The host as one job sees it: records the latest progress and preview frame and adds a per-job
-    interrupt flag (set by the tab's Interrupt button) on top of ``host.interrupted()``. Everything else
-    is delegated to ``host``."""
-
-    def __init__(self, host):
-        self._host = host
-        self._lock = threading.Lock()
-        self.stop = threading.Event()
-        self.done = 0
-        self.total = 0
-        self.text = ""
-        self.preview: np.ndarray | None = None
-        self.version = 0
-
-    def __getattr__(self, name):
-        return getattr(self._host, name)
-
-    def progress(self, done: int, total: int, text: str = "", preview: np.ndarray | None = None) -> None:
-        with self._lock:
-            self.done, self.total, self.text = int(done), int(total), str(text)
-            if preview is not None:
-                self.preview = preview
-            self.version += 1
-        try:
-            self._host.progress(done, total, text, preview)
-        except Exception:  # the host's progress display must never break a run
-            log.debug("host progress failed", exc_info=True)
-
-    def interrupted(self) -> bool:
-        if self.stop.is_set():
-            return True
-        try:
-            return bool(self._host.interrupted())
-        except Exception:  # noqa: BLE001 - a host that cannot answer is treated as not interrupted; the poll must not break the run
-            return False
-
-    def snapshot(self) -> tuple:
-        with self._lock:
-            return self.version, self.done, self.total, self.text, self.preview
-
-
 def small_preview(frame: np.ndarray | None, side: int = PREVIEW_SIDE) -> np.ndarray | None:
     """``frame`` (uint8 [H, W, 3]) subsampled so that its long side is at most about ``side`` pixels."""
     if frame is None:
@@ -168,6 +128,29 @@ def _format_size(n: int | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------- models
+#: Options the tab shows but takes from the server only (a client never names a server folder).
+SERVER_ONLY_OPTIONS = {"checkpoints": "set on the server: the models-folder setting (WebUI) or --models-dir"}
+
+
+def sd_checkpoint_path(host, value: str) -> str:
+    """The SD checkpoint a form names (a file or diffusers folder name, or a path), accepted only inside
+    the folders the server searches for models. Raises OptionError (one line)."""
+    from ..errors import OptionError
+    from ..models import locate
+    try:
+        where = model_dirs_args(host)
+        dirs = [Path(d) for d in locate.search_dirs(where["checkpoints"], where["host_dir"])]
+    except Exception:  # noqa: BLE001 - no models folder known: nothing can be named
+        dirs = []
+    text = str(value).strip()
+    candidates = [Path(text)] if Path(text).is_absolute() else [d / text for d in dirs]
+    for cand in candidates:
+        if cand.exists() and guard.allowed(cand, dirs):
+            return str(cand)
+    raise OptionError("the SD checkpoint must be a model file (or diffusers folder) inside the models folder "
+                      f"({', '.join(str(d) for d in dirs[:3]) or 'none configured'}); give its name")
+
+
 def model_dirs_args(host, checkpoints: str | None = None) -> dict:
     """Keyword arguments for :mod:`sadtalker_ext.models.locate` from the host and the form."""
     explicit = (checkpoints or "").strip() or None
@@ -250,7 +233,7 @@ class TalkingHeadUI:
         self.refine_inputs: list = []
         self.refine_module = None
         self._refine_section = None
-        self._active: set = set()
+        self._jobs: dict = {}  # job token (kept in the session's server-side gr.State) -> JobHost
         self._active_lock = threading.Lock()
 
     # -- defaults --------------------------------------------------------------------------------
@@ -305,6 +288,7 @@ class TalkingHeadUI:
                     c["history"] = compat.make("Gallery", label="This session's results (click to play)",
                                                elem_id="th_history", columns=4, height=240, allow_preview=False)
                     c["history_state"] = gr.State([])
+                    c["job_state"] = gr.State(None)  # this session's running job (a token; server side)
             self._build_refine_panel()
             with compat.make("Accordion", "Models", open=False, elem_id="th_models_acc"):
                 c["models"] = compat.make("HTML", models_html(self.host), elem_id="th_models")
@@ -317,6 +301,8 @@ class TalkingHeadUI:
                             "Button", f"Download {name} files", elem_id=f"th_download_{name}", size="sm")
                 c["download_status"] = compat.make("HTML", "", elem_id="th_download_status")
             self._wire()
+        # every component of ours opens only uploads and the output folder, whatever a payload names
+        guard.guard_blocks(blocks, guard.output_roots(self.host))
         blocks.talking_head_ui = self
         return blocks
 
@@ -372,6 +358,9 @@ class TalkingHeadUI:
         common = dict(label=spec.label, elem_id=f"th_opt_{spec.name}")
         if spec.info:
             common["info"] = spec.info
+        if spec.name in SERVER_ONLY_OPTIONS:  # shown, never taken from the client (see _server_side)
+            common.update(interactive=False, info=SERVER_ONLY_OPTIONS[spec.name])
+            return compat.make("Textbox", value=model_dirs_args(self.host)["checkpoints"] or "", **common)
         if spec.name == "engine":
             common["info"] = self.auto_engine_label()
         value = initial_value(spec)
@@ -424,10 +413,11 @@ class TalkingHeadUI:
         extra = [c["tts_text"]] if c["tts_text"] is not None else []
         self.gen_inputs = ([c["image"]] + self.audio_components + extra + [c["prompt"]]
                            + self.option_components + self.refine_inputs + [c["history_state"]])
-        self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"]]
+        self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"],
+                            c["job_state"]]
         compat.listen(c["generate"].click, self.generate, self.gen_inputs, self.gen_outputs,
                       show_progress=False)
-        compat.listen(c["interrupt"].click, self.interrupt, [], [c["status"]], queue=False,
+        compat.listen(c["interrupt"].click, self.interrupt, [c["job_state"]], [c["status"]], queue=False,
                       show_progress=False)
         select_type = compat.select_data_type()
 
@@ -436,8 +426,7 @@ class TalkingHeadUI:
         pick.__annotations__ = {"evt": select_type}  # gradio passes SelectData to a parameter of that type
         compat.listen(c["history"].select, pick, [c["history_state"]], [c["video"], c["status"]],
                       show_progress=False)
-        ckpt = self._option_component("checkpoints")
-        ckpt_in = [ckpt] if ckpt is not None else []
+        ckpt_in = []  # the models folder is the server's (setting / --models-dir), never the client's
         compat.listen(c["models_refresh"].click, self.refresh_models, ckpt_in, [c["models"]],
                       show_progress=False)
         for name, button in c["download_buttons"].items():
@@ -466,7 +455,10 @@ class TalkingHeadUI:
         return out
 
     def generate(self, *values):
-        """Generator handler of Generate: yields (status, preview, video, gallery, history) updates."""
+        """Generator handler of Generate: yields (status, preview, video, gallery, history, job token) updates.
+
+        The job token goes into the session's ``gr.State`` (kept on the server): the Interrupt button of
+        this session, and only of this session, hands it back to :meth:`interrupt`."""
         keep = compat.update()
         v = self._split_inputs(values)
         history = v["history"]
@@ -475,20 +467,19 @@ class TalkingHeadUI:
             if image is None:
                 raise InputError("add a source image (upload one, or use 'Send to Talking Head' in txt2img/img2img)")
             audio = v["audio"]
+            if audio is not None:  # a path gradio handed over: an upload (checked again, whatever gradio did)
+                audio = guard.check_file(audio, guard.file_roots(self.host), "speech file")
             tts_text = (v["tts_text"] or "").strip()
             if audio is None and not tts_text:
                 raise InputError("add speech: upload an audio file, record one"
                                  + (", or type text to speak" if self.tts is not None else ""))
-            checkpoints_default = model_dirs_args(self.host)["checkpoints"]
-            opts = to_options(self.specs, v["options"])
-            if opts.checkpoints is None and checkpoints_default:
-                opts.checkpoints = checkpoints_default
+            opts = self._server_side(to_options(self.specs, v["options"]))
             stages = list(self.refine.stages(self.host, *v["refine"])) if self.refine is not None else []
         except Exception as exc:
             kind, text = error_text(exc)
             if not isinstance(exc, TalkingHeadError):
                 log.exception("talking head: bad input")
-            yield status_html(kind, text), keep, keep, keep, history
+            yield status_html(kind, text), keep, keep, keep, history, None
             return
 
         from ..jobs import run_job
@@ -511,8 +502,9 @@ class TalkingHeadUI:
             except BaseException as exc:  # reported in the tab
                 box["error"] = exc
 
+        token = secrets.token_urlsafe(16)
         with self._active_lock:
-            self._active.add(job)
+            self._jobs[token] = job
         worker = threading.Thread(target=work, name="talking-head-job", daemon=True)
         t0 = time.perf_counter()
         worker.start()
@@ -520,7 +512,7 @@ class TalkingHeadUI:
         preview_seen, last_preview = -1, last - PREVIEW_INTERVAL_S
         try:
             yield status_html("running", "Starting (waits while another generation is running)..."), \
-                None, None, keep, history
+                None, None, keep, history, token
             while worker.is_alive():
                 worker.join(POLL_S)
                 version, done, total, text, preview = job.snapshot()
@@ -534,16 +526,16 @@ class TalkingHeadUI:
                     seen, last = version, now
                     msg = text or "Preparing (face, motion)..."
                     yield (status_html("running", f"{msg} - {now - t0:.0f} s", done, total),
-                           small_preview(preview) if new_frame else keep, keep, keep, history)
+                           small_preview(preview) if new_frame else keep, keep, keep, history, token)
         finally:
             with self._active_lock:
-                self._active.discard(job)
+                self._jobs.pop(token, None)
         if "error" in box:
             exc = box["error"]
             if not isinstance(exc, TalkingHeadError):
                 log.error("talking head generation failed", exc_info=exc)
             kind, text = error_text(exc)
-            yield status_html(kind, text), keep, None, keep, history
+            yield status_html(kind, text), keep, None, keep, history, None
             return
         res = box["result"]
         r = res.result
@@ -555,7 +547,24 @@ class TalkingHeadUI:
         text = (f"Saved {res.path} ({r.num_frames} frames, {r.duration:.2f} s, {r.size[0]}x{r.size[1]}, "
                 f"engine {r.engine}, {r.seconds:.1f} s)")
         yield (status_html("done", text, r.num_frames, r.num_frames), keep, str(res.path),
-               self.gallery_value(history), history)
+               self.gallery_value(history), history, None)
+
+    def _server_side(self, opts: GenerateOptions) -> GenerateOptions:
+        """The path-valued options as the server allows them, whatever the payload said: the models folder
+        is the server's; reference videos and the keyframes file must be uploads; the lip-sync debug folder
+        is a name inside the output folder; the SD checkpoint a file in the models folders. Raises
+        OptionError / ServerFileRefused (one line)."""
+        opts.checkpoints = model_dirs_args(self.host)["checkpoints"]
+        roots = guard.file_roots(self.host)
+        for name in ("ref_eyeblink", "ref_pose", "refine"):
+            value = getattr(opts, name, None)
+            if isinstance(value, (str, Path)) and str(value).strip():
+                setattr(opts, name, guard.check_file(value, roots, f"--{name.replace('_', '-')} file"))
+        debug = guard.confined_name(getattr(opts, "lipsync_debug", None), "the lip-sync debug folder")
+        opts.lipsync_debug = (str(self.host.output_dir() / "lipsync-debug" / debug) if debug else None)
+        if getattr(opts, "sd_checkpoint", None):
+            opts.sd_checkpoint = sd_checkpoint_path(self.host, opts.sd_checkpoint)
+        return opts.validate()
 
     def _synthesize(self, text: str, lang: str | None = None) -> tuple:
         """(audio clip or path, phoneme events or None) spoken from ``text`` by ``sadtalker_ext.audio.tts``."""
@@ -576,20 +585,14 @@ class TalkingHeadUI:
             out.append((thumb, h.get("caption", "")))
         return out
 
-    def interrupt(self):
-        """Interrupt handler: stops every run started from this tab (and the host's current job)."""
+    def interrupt(self, token: str | None = None):
+        """Interrupt handler: stops the run of the session whose job token (its ``gr.State``) is given,
+        nothing else: no other session's run, no API request (:meth:`JobHost.interrupt`)."""
         with self._active_lock:
-            jobs = list(self._active)
-        for job in jobs:
-            job.stop.set()
-        stop = getattr(self.host, "interrupt", None)
-        if callable(stop):
-            try:
-                stop()
-            except Exception:
-                log.debug("host interrupt failed", exc_info=True)
-        if not jobs:
+            job = self._jobs.get(token) if isinstance(token, str) else None
+        if job is None:
             return status_html("idle", "Nothing is running.")
+        job.interrupt()
         return status_html("interrupted", "Interrupting: the run stops after the current chunk...")
 
     def select_history(self, history: list, index) -> tuple:
@@ -599,7 +602,9 @@ class TalkingHeadUI:
             entry = history[int(index)]
         except (TypeError, ValueError, IndexError):
             return compat.update(), compat.update()
-        path = entry.get("path")
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if path and not guard.allowed(path, guard.output_roots(self.host)()):
+            return None, status_html("error", "Error: that result is not in the output folder.")
         if not path or not Path(path).is_file():
             return None, status_html("error", f"Error: {path} no longer exists.")
         return path, status_html("done", f"Playing {path}")
