@@ -477,27 +477,46 @@ def test_send_to_talking_head_buttons(webui, monkeypatch):
 
     # what create_ui does for the txt2img and img2img results panels, with after_component hooks
     made = {}
-    with gr.Blocks():
-        for tab in ("txt2img", "img2img"):
+    # what create_ui does: each results panel in its tab's own Blocks, then on_ui_tabs outside any
+    # Blocks, then every tab rendered into the page, then the paste buttons connected
+    interfaces = []
+    for tab in ("txt2img", "img2img"):
+        with gr.Blocks() as interface:
             for elem_id, make in ((f"{tab}_gallery", lambda: gr.Gallery()),
                                   (f"{tab}_send_to_extras", lambda: gr.Button("x")),
                                   (f"generation_info_{tab}", lambda: gr.Textbox(visible=False))):
                 made[elem_id] = comp = make()
                 comp.elem_id = elem_id
                 script_callbacks.after_component_callback(comp, elem_id=elem_id)
-        tabs = script_callbacks.ui_tabs_callback()
+        interfaces.append(interface)
+    tabs = script_callbacks.ui_tabs_callback()
+    with gr.Blocks() as demo:
+        for interface in interfaces + [tabs[0][0]]:
+            interface.render()
         infotext_utils.connect_paste_params_buttons()
     assert script_callbacks.double_errors == []
     assert tabs[0][1:] == ("Talking Head", "talking_head")
     conns = infotext_utils.double_connections
     assert len(conns) == 2
+    info = {"prompt": "a grid's prompt", "all_prompts": ["an astronaut, (helmet:1.2)", "a cat\nin space"],
+            "infotexts": ["grid", "an astronaut, (helmet:1.2)\nNegative prompt: blurry\nSteps: 20, Seed: 1",
+                          "a cat\nin space\nSteps: 20, Seed: 2"], "index_of_first_image": 1}
     for tab, conn in zip(("txt2img", "img2img"), conns):
         assert conn["button"].elem_id == f"{tab}_send_to_talking_head"
         assert conn["image"] == (made[f"{tab}_gallery"], built["image"])
-        source, fields = conn["text"]
-        assert source.elem_id == f"{tab}_talking_head_infotext"
-        assert [(c, label) for c, label in fields] == [(built["prompt"], "Prompt")]
+        # no text paste field: the host's paste handler would put its whole list of updates into a single
+        # field ("[{'value': ..., '__type__': 'generic_update'}]" on A1111, "[{'__type__': 'update'}]" on Forge)
+        assert conn["text"] is None
         assert conn["js"] == "switch_to_talking_head"
+        # our own handler fills the prompt box with the prompt of the selected image, as a plain string
+        fns = _handlers(demo, conn["button"], built["prompt"])
+        assert len(fns) == 1
+        fn, inputs, js = fns[0]
+        assert inputs == [made[f"generation_info_{tab}"]] * 2 and f"'{tab}_gallery'" in js
+        assert fn(json.dumps(info), "-1") == "an astronaut, (helmet:1.2)"  # nothing selected: the first image
+        assert fn(json.dumps(info), "0") == "an astronaut, (helmet:1.2)"   # the grid
+        assert fn(json.dumps(info), "2") == "a cat\nin space"
+        assert fn("", "-1") == "" and fn("not json", "x") == ""
     js = (REPO / "javascript" / "talking_head.js").read_text()
     assert "function switch_to_talking_head(" in js and "function recalculate_prompts_talking_head(" in js
     params = infotext_utils.parse_generation_parameters(
@@ -505,6 +524,17 @@ def test_send_to_talking_head_buttons(webui, monkeypatch):
             "infotexts": ["grid", "an astronaut\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1"],
             "index_of_first_image": 1})))
     assert params["Prompt"] == "an astronaut" and params["Negative prompt"] == "blurry"
+
+
+def _handlers(demo, button, output):
+    """(fn, input components, js) of every event of ``button`` that writes ``output`` (gradio 3 and 4)."""
+    out = []
+    for dep, block_fn in zip(demo.dependencies, demo.fns):
+        targets = [t[0] if isinstance(t, (tuple, list)) else t for t in dep["targets"]]
+        if button._id in targets and output._id in dep["outputs"]:
+            inputs = [demo.blocks[i] for i in dep["inputs"]]
+            out.append((block_fn.fn, inputs, dep.get("js") or ""))
+    return out
 
 
 def test_send_to_buttons_hidden_without_targets(webui, monkeypatch):

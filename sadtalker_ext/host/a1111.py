@@ -548,15 +548,56 @@ _SEND_TO = _SendTo()
 _SOURCE_TABS = ("txt2img", "img2img")
 
 
-def _first_infotext(generation_info: str) -> str:
-    """The infotext of the first image of a generation_info JSON (what the WebUI shows first)."""
+def _generation_info(generation_info: str) -> dict:
     try:
         info = json.loads(generation_info or "")
+    except (ValueError, TypeError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _first_infotext(generation_info: str) -> str:
+    """The infotext of the first image of a generation_info JSON (what the WebUI shows first)."""
+    info = _generation_info(generation_info)
+    try:
         texts = info.get("infotexts") or []
         first = int(info.get("index_of_first_image", 0) or 0)
         return texts[first] if first < len(texts) else (texts[0] if texts else "")
     except (ValueError, TypeError, AttributeError, IndexError):
         return ""
+
+
+def prompt_for_send(generation_info: str, gallery_index: Any = -1) -> str:
+    """The prompt of the gallery image "Send to Talking Head" sends, from the results' generation_info
+    JSON (``all_prompts`` per image; a grid in front counts in ``index_of_first_image``).
+
+    gallery_index: the selected thumbnail (-1 or the grid: the first image). The prompt text is
+    returned as it was generated (no infotext parsing); "" when the JSON holds none.
+    """
+    info = _generation_info(generation_info)
+    try:
+        index = int(float(gallery_index))
+    except (TypeError, ValueError):
+        index = -1
+    try:
+        first = int(info.get("index_of_first_image", 0) or 0)
+    except (TypeError, ValueError):
+        first = 0
+    prompts = info.get("all_prompts")
+    if isinstance(prompts, list) and prompts:
+        i = index - first if index >= first else 0
+        prompt = prompts[i] if i < len(prompts) else prompts[0]
+        if isinstance(prompt, str):
+            return prompt
+    if isinstance(info.get("prompt"), str):
+        return info["prompt"]
+    text = _first_infotext(generation_info)
+    return text.split("\nNegative prompt:")[0].rsplit("\nSteps: ", 1)[0].strip() if text else ""
+
+
+#: Browser side of our prompt hand-over: the thumbnail selected in the sending tab's gallery.
+_SELECTED_INDEX_JS = ("(info, index) => [info, (typeof selected_gallery_index_id === 'function') ? "
+                      "selected_gallery_index_id('{tab}_gallery') : -1]")
 
 
 def _new_button(tab: str):
@@ -582,10 +623,7 @@ def on_after_component(component, **kwargs) -> None:
         elif elem_id == f"{tab}_send_to_extras":
             _SEND_TO.buttons.append((tab, _new_button(tab)))
         elif elem_id == f"generation_info_{tab}":
-            import gradio as gr
-            hidden = gr.Textbox(visible=False, elem_id=f"{tab}_{TAB_ID}_infotext")
-            component.change(fn=_first_infotext, inputs=[component], outputs=[hidden])
-            _SEND_TO.infotexts[tab] = hidden
+            _SEND_TO.infotexts[tab] = component
 
 
 def _hide_send_buttons() -> None:
@@ -605,20 +643,36 @@ def _targets(ui) -> Optional[Dict[str, Any]]:
     return targets if targets.get("image") is not None else None
 
 
-def _connect_send_to(ui) -> int:
-    """Bind our buttons to the tab's image/prompt components; returns how many were bound."""
+def _listen(event, fn, inputs, outputs, js: str):
+    """``event(fn, inputs, outputs)`` with ``js`` run first in the browser (gradio 3's ``_js``, 4's ``js``;
+    Forge accepts both), unqueued and without a progress overlay."""
+    import inspect
+
+    params = inspect.signature(event).parameters
+    kwargs = {"js" if "js" in params else "_js": js, "queue": False}
+    kwargs["show_progress"] = "hidden" if "js" in params else False
+    return event(fn=fn, inputs=inputs, outputs=outputs, **kwargs)
+
+
+def _connect_send_to(ui, blocks=None) -> int:
+    """Bind our buttons to the tab's image/prompt components; returns how many were bound.
+
+    The image goes through the host's paste-params registry (``register_paste_params_button``, which
+    also switches to our tab). The prompt does not: the host's paste handler returns a list of
+    updates, and with a single registered field gradio puts that whole list into it (the prompt box
+    showed ``[{'value': ..., '__type__': 'generic_update'}]`` on A1111, ``[{'__type__': 'update'}]``
+    on Forge). Our own click handler (:func:`prompt_for_send`) fills the prompt box instead; it is
+    added inside ``blocks`` (our tab's Blocks: the WebUI calls ``on_ui_tabs`` outside any Blocks and
+    merges the tab's events into its page when it renders the tab).
+    """
     targets = _targets(ui)
     if targets is None or not _SEND_TO.buttons:
         _hide_send_buttons()
         return 0
     infotext_utils = _optional_module("modules.infotext_utils") or \
         importlib.import_module("modules.generation_parameters_copypaste")
-    fields = targets.get("fields")
-    if fields is None:
-        fields = [(targets[k], label) for k, label in (("prompt", "Prompt"), ("negative_prompt", "Negative prompt"))
-                  if targets.get(k) is not None]
-    fields = list(fields)
-    infotext_utils.add_paste_fields(TAB_ID, targets["image"], fields)
+    infotext_utils.add_paste_fields(TAB_ID, targets["image"], [])
+    prompt = targets.get("prompt")
     bound = 0
     for tab, button in _SEND_TO.buttons:
         gallery = _SEND_TO.galleries.get(tab)
@@ -626,8 +680,12 @@ def _connect_send_to(ui) -> int:
             button.visible = False
             continue
         infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
-            paste_button=button, tabname=TAB_ID, source_image_component=gallery,
-            source_text_component=_SEND_TO.infotexts.get(tab)))
+            paste_button=button, tabname=TAB_ID, source_image_component=gallery))
+        info = _SEND_TO.infotexts.get(tab)
+        if prompt is not None and info is not None:
+            with (blocks if blocks is not None else contextlib.nullcontext()):
+                _listen(button.click, prompt_for_send, [info, info], [prompt],
+                        _SELECTED_INDEX_JS.replace("{tab}", tab))
         bound += 1
     return bound
 
@@ -652,7 +710,7 @@ def on_ui_tabs():
             return [error_tab(exc)]
         tabs = [result] if isinstance(result, tuple) else list(result)
         try:
-            _connect_send_to(ui)
+            _connect_send_to(ui, tabs[0][0])
         except Exception:
             log.exception("sd-talking-head: 'Send to Talking Head' buttons are disabled")
             _hide_send_buttons()
