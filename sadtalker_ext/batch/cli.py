@@ -48,6 +48,9 @@ def run(args, options_from_args=None) -> int:
         from .runner import run_local
         summary = run_local(jobs, args.out, retries=args.retries, quiet=quiet, should_stop=sigint.pressed)
     if not quiet:
+        for w in summary.workers:
+            print(f"ray worker pid {w['pid']}: models loaded {w['engine_loads']}x (face models "
+                  f"{w['face_model_loads']}x), {w['jobs_run']} jobs", file=sys.stderr)
         for err in summary.errors:
             print(f"error: {err}", file=sys.stderr)
         print(f"batch: {summary.line()}; results in {args.out}/results.jsonl", file=sys.stderr)

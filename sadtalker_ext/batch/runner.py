@@ -69,6 +69,7 @@ class Summary:
     interrupted: bool = False
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    workers: list[dict] = field(default_factory=list)  # per worker process: pid, engine/face-model loads, jobs
 
     @property
     def ok(self) -> bool:
