@@ -8,6 +8,7 @@ import numpy as np
 from .visemes import VisemeTrack
 
 NUM_POSE_STYLES = 46
+MAX_BLINK_GAP_S = 4.5  #: longest time between two blinks (people blink every 2-10 s; at most 5 s looks alive)
 
 
 @dataclass
@@ -41,7 +42,8 @@ class MotionTrack:
 
 
 def blink_track(num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
-    """Blinks every 2-6 s (gamma-distributed gaps, mean ~3.5 s), each ~0.3 s: fast close, slower open."""
+    """Blinks at gamma-distributed gaps (mean ~3.5 s) kept within 1.5..4.5 s, the first after 0.8..2 s, so
+    every 5 s of video holds a blink; each ~0.3 s: fast close, slower open."""
     shape = np.array([0.35, 0.8, 1.0, 0.95, 0.7, 0.4, 0.15], np.float32)  # at 25 fps
     if fps != 25.0:
         shape = np.interp(np.linspace(0, len(shape) - 1, max(2, int(round(len(shape) * fps / 25.0)))),
@@ -54,7 +56,7 @@ def blink_track(num_frames: int, fps: float, rng: np.random.Generator) -> np.nda
             break
         seg = shape[: num_frames - f]
         out[f:f + len(seg)] = np.maximum(out[f:f + len(seg)], seg)
-        t += max(1.5, rng.gamma(4.0, 3.5 / 4.0))
+        t += min(MAX_BLINK_GAP_S, max(1.5, rng.gamma(4.0, 3.5 / 4.0)))
     return out
 
 
