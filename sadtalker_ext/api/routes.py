@@ -93,7 +93,7 @@ async def _read_form(request: Request, body: bytes) -> Dict[str, tuple]:
 
 
 def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefix: str = PREFIX,
-          limits: Optional[Limits] = None) -> JobQueue:
+          limits: Optional[Limits] = None, max_jobs: int = 8) -> JobQueue:
     """Add the routes to ``app`` (a FastAPI app); see :func:`sadtalker_ext.api.mount`."""
     creds = parse_credentials(auth)
     queue = JobQueue(max_waiting)
@@ -187,6 +187,9 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
                                      "and saves it with a JSON sidecar in the output folder.")
     router.add_api_route("/models", models, methods=["GET"], response_model=ModelsResponse,
                          summary="Model files: which are present, where to put the missing ones")
+    from .jobs_async import add_job_routes  # POST/GET/DELETE /jobs: asynchronous jobs
+    queue.jobs = add_job_routes(router, host, creds=creds, limits=limits, prefix=prefix,
+                                error_response=error_response, max_jobs=max_jobs)
     app.include_router(router)
     return queue
 
