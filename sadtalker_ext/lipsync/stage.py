@@ -198,6 +198,11 @@ class Wav2LipStage:
         model: an already loaded :class:`~.wav2lip_net.Wav2Lip` (or any module with the same
             ``forward(mel [B,1,80,16], face [B,6,96,96]) -> [B,3,96,96]``), reused as is.
         detect: face detector for frames without landmarks (default mediapipe ``detect_faces``).
+        box: a fixed face box ``(top, bottom, left, right)`` pixels for every frame (Wav2Lip's
+            ``--box``) instead of the landmark box; no smoothing.
+        paste: "mask" (default: the UHQ compositing above) or "box" (the official ``inference.py``
+            paste: the prediction scaled to [0, 255], truncated to uint8, resized bilinearly onto the
+            box, which it replaces whole; no landmarks needed, no colour matching or restoration).
 
     Calling the stage: ``stage(chunks, ctx)`` is a generator of :class:`FrameChunk` with the same
     ``start``, length and landmarks as the input chunks and refined ``frames``. Statistics go to
@@ -212,7 +217,8 @@ class Wav2LipStage:
                  mask: Optional[MaskConfig] = None, restore: Optional[Restorer] = None,
                  debug_dir: Union[str, Path, None] = None, debug_frame: int = 0, *,
                  smooth_window: int = 5, color_match: bool = True, half: bool = False,
-                 model: Any = None, detect: Optional[Callable[[np.ndarray], list]] = None):
+                 model: Any = None, detect: Optional[Callable[[np.ndarray], list]] = None,
+                 box: Optional[Sequence[int]] = None, paste: str = "mask"):
         if checkpoint_path is None and model is None:
             raise CheckpointError("Wav2Lip lip-sync needs wav2lip_gan.pth or wav2lip.pth; run "
                                   "`python -m sadtalker_ext models download --engine wav2lip`.")
@@ -220,6 +226,10 @@ class Wav2LipStage:
             raise OptionError(f"--wav2lip-batch-size must be an integer in 1..1024, got {batch_size!r}")
         if len(pads) != 4:
             raise OptionError(f"--pads needs 4 integers (top bottom left right), got {list(pads)!r}")
+        if paste not in ("mask", "box"):
+            raise OptionError(f"paste must be 'mask' or 'box', got {paste!r}")
+        if box is not None and (len(box) != 4 or not (int(box[0]) < int(box[1]) and int(box[2]) < int(box[3]))):
+            raise OptionError(f"--box needs top < bottom and left < right pixels, got {list(box)!r}")
         if int(debug_frame) < 0:
             raise OptionError(f"the debug frame must be >= 0, got {debug_frame!r}")
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -235,6 +245,8 @@ class Wav2LipStage:
         self.half = bool(half)
         self._model = model
         self._detect = detect
+        self.box = None if box is None else tuple(int(v) for v in box)
+        self.paste = paste
 
     # -- model --------------------------------------------------------------------------------------
     def load(self):
@@ -286,6 +298,14 @@ class Wav2LipStage:
         inputs: List[Optional[np.ndarray]] = [None] * n
         for j in range(n):
             frame = frames[j]
+            if self.box is not None and self.paste == "box":
+                top, bottom, left, right = self.box
+                try:
+                    x0, y0, x1, y1 = _clip((left, top, right, bottom), frame.shape)
+                except NoFaceError:
+                    continue
+                boxes[j], inputs[j] = (x0, y0, x1, y1), _network_input(frame, (x0, y0, x1, y1))
+                continue
             if chunk.landmarks is not None:
                 lm = np.asarray(chunk.landmarks[j], dtype=np.float32)[:, :2]
             else:
@@ -294,18 +314,16 @@ class Wav2LipStage:
                 smoother.reset()
                 continue
             try:
-                box = smoother.update(face_box(lm, frame.shape, self.pads))
+                if self.box is not None:
+                    top, bottom, left, right = self.box
+                    box = (left, top, right, bottom)
+                else:
+                    box = smoother.update(face_box(lm, frame.shape, self.pads))
                 x0, y0, x1, y1 = _clip(box, frame.shape)
             except (NoFaceError, InputError):
                 smoother.reset()
                 continue
-            crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-            bgr = crop[:, :, ::-1]
-            x = np.empty((FACE_SIZE, FACE_SIZE, 6), np.uint8)
-            x[:, :, :3] = bgr
-            x[FACE_SIZE // 2:, :, :3] = 0  # lower half hidden: the network must draw the mouth
-            x[:, :, 3:] = bgr  # reference = the same frame, as the official inference
-            boxes[j], lms[j], inputs[j] = (x0, y0, x1, y1), lm, x
+            boxes[j], lms[j], inputs[j] = (x0, y0, x1, y1), lm, _network_input(frame, (x0, y0, x1, y1))
         entry = _Pending(chunk=chunk, boxes=boxes, landmarks=lms, inputs=inputs, preds=[None] * n)
         entry.waiting = sum(x is not None for x in inputs)
         return entry
@@ -336,9 +354,13 @@ class Wav2LipStage:
             if pred is None:
                 stats["no_face"] += 1
                 continue
-            refined = self.refine_frame(chunk.frames[j], pred, entry.boxes[j], entry.landmarks[j],
-                                        index=chunk.start + j)
             x0, y0, x1, y1 = entry.boxes[j]
+            if self.paste == "box":  # official inference.py: p = cv2.resize((pred * 255).astype(uint8), box)
+                patch = (pred * np.float32(255.0)).astype(np.uint8)
+                refined = cv2.resize(patch, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+            else:
+                refined = self.refine_frame(chunk.frames[j], pred, entry.boxes[j], entry.landmarks[j],
+                                            index=chunk.start + j)
             out[j, y0:y1, x0:x1] = refined
             stats["refined"] += 1
             entry.preds[j] = None
@@ -399,6 +421,19 @@ class Wav2LipStage:
                 raise OutputError(f"cannot write debug image {path}; check the folder's permissions.")
             paths.append(path)
         log.info("lip-sync debug images of frame %d written to %s", index, self.debug_dir)
+
+
+def _network_input(frame: np.ndarray, box: Box) -> np.ndarray:
+    """uint8 ``[96, 96, 6]``: the box crop resized bilinearly (the official ``cv2.resize`` default), BGR;
+    channels 0-2 with rows 48..95 zeroed (the network draws the mouth), 3-5 the unmasked reference."""
+    x0, y0, x1, y1 = box
+    crop = cv2.resize(frame[y0:y1, x0:x1], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+    bgr = crop[:, :, ::-1]
+    x = np.empty((FACE_SIZE, FACE_SIZE, 6), np.uint8)
+    x[:, :, :3] = bgr
+    x[FACE_SIZE // 2:, :, :3] = 0  # lower half hidden: the network must draw the mouth
+    x[:, :, 3:] = bgr  # reference = the same frame, as the official inference
+    return x
 
 
 def _clip(box: Sequence[int], shape: Sequence[int]) -> Box:
