@@ -107,7 +107,8 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         eng = engine or get_engine(options.engine, checkpoints=options.checkpoints, host_dir=host_dir)
     fps = getattr(eng, "fps", None) or options.fps  # a video source keeps its own frame rate
     num_frames = clip.num_frames(fps)
-    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps)
+    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps,
+                     should_stop=callbacks.should_stop)
     stages = list(stages)
     if options.lipsync != "none":
         from .lipsync.stage import lipsync_stage_for

@@ -5,15 +5,30 @@ wheel, so this runs offline. Without a transcript the speech is first recognised
 recognised (or given) text is force-aligned to get phone-level spans (10 ms resolution).
 Returns None when pocketsphinx is not installed or nothing could be aligned, so callers fall back
 to acoustic features; with ``required=True`` a DependencyError/AudioError is raised instead.
+
+The decoder holds Python's GIL for the whole decode (about 0.6 s per second of speech on one CPU
+core), which would freeze every other thread of the process - inside the WebUI the whole server,
+``/sdapi/v1/progress`` included. :func:`align_phonemes` therefore runs it in a worker process by
+default: ``<this python> -m sadtalker_ext.audio.phonemes`` (a plain subprocess, not
+``multiprocessing``, whose spawn would re-import the WebUI's ``__main__``), fed the samples on stdin
+and answering JSON on stdout. The parent only waits on the pipes (no GIL held), polls
+``should_stop`` every 0.1 s, and kills the worker on interrupt, error or exit. The events are the
+same numbers the in-process decode gives (floats pass JSON exactly).
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import tempfile
+from typing import Callable, Optional
 
 import numpy as np
 
-from ..errors import AudioError, DependencyError
+from ..errors import AudioError, DependencyError, GenerationInterrupted
 from ..motion.lite.visemes import PhonemeEvent
 
 log = logging.getLogger(__name__)
@@ -76,23 +91,15 @@ def _force_align(decoder, raw: bytes, text: str):
     return decoder.get_alignment()
 
 
-def align_phonemes(x16: np.ndarray, *, transcript: str | None = None,
-                   required: bool = False) -> list[PhonemeEvent] | None:
-    """Phone spans (ARPAbet, seconds) of English speech ``x16`` (float32 mono 16 kHz).
-
-    transcript: the words spoken (improves alignment); recognised when None. Long audio is
-    processed in ~20 s segments (a transcript is then ignored, since it cannot be split reliably).
-    """
+def _align_spans(x16: np.ndarray, transcript: str | None) -> list[tuple[str, float, float]] | None:
+    """(ARPAbet phone, start s, end s) of ``x16``, decoded in this process; None without pocketsphinx."""
     try:
         decoder = _decoder()
-    except ImportError as exc:
-        if required:
-            raise DependencyError("pocketsphinx is not installed; pip install pocketsphinx, "
-                                  "or use --phonemes acoustic") from exc
+    except ImportError:
         return None
     pcm = (np.clip(x16, -1, 1) * 32767).astype(np.int16)
     segments = _split_points(x16)
-    events: list[PhonemeEvent] = []
+    spans: list[tuple[str, float, float]] = []
     for s0, s1 in segments:
         raw = pcm[s0:s1].tobytes()
         text = _clean_text(transcript) if (transcript and len(segments) == 1) else None
@@ -115,13 +122,112 @@ def align_phonemes(x16: np.ndarray, *, transcript: str | None = None,
         for word in alignment:
             for phone in word:
                 start = off + phone.start * FRAME_S
-                events.append(PhonemeEvent(phoneme=str(phone.name), start=start,
-                                           end=start + phone.duration * FRAME_S))
+                spans.append((str(phone.name), start, start + phone.duration * FRAME_S))
+    return spans
+
+
+#: Seconds between two looks at ``should_stop`` while the worker runs.
+POLL_S = 0.1
+
+
+def _worker_env() -> dict:
+    """The environment of the worker: ours, with this package's folder first on PYTHONPATH (inside the
+    WebUI the extension's folder is on ``sys.path`` only, not on PYTHONPATH)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _align_spans_in_worker(x16: np.ndarray, transcript: str | None,
+                           should_stop: Optional[Callable[[], bool]] = None) -> list[tuple[str, float, float]] | None:
+    """:func:`_align_spans` in a worker process (see the module doc). Raises GenerationInterrupted when
+    ``should_stop()`` turns true (the worker is killed), DependencyError when the worker fails."""
+    samples = np.ascontiguousarray(x16, dtype="<f4")
+    header = json.dumps({"transcript": transcript, "samples": int(samples.size)}).encode() + b"\n"
+    # the input goes through an unnamed temporary file: Popen.communicate() cannot resume writing to a
+    # stdin pipe after a timeout, and a writer thread would be one more thing to clean up
+    with tempfile.TemporaryFile() as request:
+        request.write(header)
+        request.write(samples.tobytes())
+        request.seek(0)
+        proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=request, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=_worker_env())
+    try:
+        while True:
+            if should_stop is not None and should_stop():
+                raise GenerationInterrupted("generation was interrupted; no video was written")
+            try:
+                out, err = proc.communicate(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    try:
+        answer = json.loads(out.decode("utf8").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = " ".join(err.decode("utf8", "replace").strip().splitlines()[-1:])
+        raise DependencyError(f"the speech-alignment worker failed (exit {proc.returncode}: {tail[:300]}); "
+                              "set 'Mouth shapes from' to acoustic") from None
+    if answer.get("spans") is None:
+        return None
+    return [(str(n), float(a), float(b)) for n, a, b in answer["spans"]]
+
+
+def _worker_main() -> int:
+    """``python -m sadtalker_ext.audio.phonemes``: a JSON header line, float32 samples; answers JSON."""
+    stdin = sys.stdin.buffer
+    header = json.loads(stdin.readline())
+    n = int(header["samples"])
+    data = stdin.read(4 * n)
+    x16 = np.frombuffer(data, dtype="<f4", count=n).astype(np.float32)
+    spans = _align_spans(x16, header.get("transcript"))
+    sys.stdout.write(json.dumps({"spans": spans}) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def align_phonemes(x16: np.ndarray, *, transcript: str | None = None, required: bool = False,
+                   should_stop: Optional[Callable[[], bool]] = None,
+                   in_process: bool = False) -> list[PhonemeEvent] | None:
+    """Phone spans (ARPAbet, seconds) of English speech ``x16`` (float32 mono 16 kHz).
+
+    transcript: the words spoken (improves alignment); recognised when None. Long audio is
+    processed in ~20 s segments (a transcript is then ignored, since it cannot be split reliably).
+    The decode runs in a worker process (the GIL stays free; see the module doc) unless
+    ``in_process``; ``should_stop()`` is polled meanwhile and stops it (GenerationInterrupted).
+    Raises DependencyError (no pocketsphinx, with ``required``; a failed worker) and AudioError
+    (nothing aligned, with ``required``).
+    """
+    if _find_spec("pocketsphinx") is None:
+        spans = None
+    elif in_process:
+        spans = _align_spans(x16, transcript)
+    else:
+        spans = _align_spans_in_worker(x16, transcript, should_stop)
+    if spans is None:
+        if required:
+            raise DependencyError("pocketsphinx is not installed; pip install pocketsphinx, "
+                                  "or use --phonemes acoustic")
+        return None
+    events = [PhonemeEvent(phoneme=n, start=a, end=b) for n, a, b in spans]
     if not events:
         if required:
             raise AudioError("no English speech could be aligned; check the audio or use --phonemes acoustic")
         return None
     return events
+
+
+def _find_spec(name: str):
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def align_words(x16: np.ndarray, transcript: str | None = None) -> list[tuple[str, float, float]]:
@@ -139,3 +245,7 @@ def align_words(x16: np.ndarray, transcript: str | None = None) -> list[tuple[st
             continue
         out.append((name, w.start * FRAME_S, (w.start + w.duration) * FRAME_S))
     return out
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())

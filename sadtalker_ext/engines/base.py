@@ -41,6 +41,8 @@ class RunContext:
     num_frames: int
     fps: int = 25
     info: dict[str, Any] = field(default_factory=dict)
+    #: the caller's interrupt check (``Callbacks.should_stop``) for long steps inside an engine, or None
+    should_stop: Any = None
 
 
 class Engine(Protocol):

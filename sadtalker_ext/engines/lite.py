@@ -60,7 +60,8 @@ class LiteEngine:
         if events is None and (opts.phonemes == "pocketsphinx" or (opts.phonemes == "auto" and english)):
             from ..audio import phonemes as ph
             events = ph.align_phonemes(x16, transcript=opts.transcript,
-                                       required=opts.phonemes == "pocketsphinx")
+                                       required=opts.phonemes == "pocketsphinx",
+                                       should_stop=getattr(ctx, "should_stop", None))
             if events is not None:
                 ctx.info["phoneme_source"] = "pocketsphinx"
         if events:

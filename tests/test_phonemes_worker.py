@@ -1,0 +1,86 @@
+"""Speech alignment in a worker process (audio/phonemes.py): pocketsphinx's decode holds the GIL for
+seconds, which froze the whole WebUI (its progress API included) while speech was analysed.
+
+Real speech: the ARCTIC sentence (4 s), tiled to 12 s for the timing checks.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from sadtalker_ext.audio import phonemes
+from sadtalker_ext.audio.decode import load_audio
+from sadtalker_ext.errors import DependencyError, GenerationInterrupted
+
+pytest.importorskip("pocketsphinx")
+TRANSCRIPT = "and you always want to see it in the superlative degree"
+
+
+@pytest.fixture(scope="module")
+def speech(arctic_wav) -> np.ndarray:
+    return load_audio(arctic_wav).resampled(phonemes.RATE)
+
+
+def _max_gap_while(fn) -> tuple:
+    """(fn's result, longest gap in s between two ticks of a thread asking for the GIL every 10 ms)."""
+    stop = threading.Event()
+    ticks = [time.perf_counter()]
+
+    def ticker():
+        while not stop.is_set():
+            time.sleep(0.01)
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=ticker, daemon=True)
+    t.start()
+    try:
+        result = fn()
+    finally:
+        stop.set()
+        t.join()
+    return result, float(np.max(np.diff(ticks)))
+
+
+def test_worker_gives_the_in_process_events(speech):
+    for transcript in (None, TRANSCRIPT):
+        ours = phonemes.align_phonemes(speech, transcript=transcript, required=True)
+        inline = phonemes.align_phonemes(speech, transcript=transcript, required=True, in_process=True)
+        assert ours == inline  # same phones, same float seconds
+        names = [e.phoneme for e in ours]
+        assert len(ours) > 20 and {"AE", "S", "IY", "V"} <= set(names)  # "and ... see it in the superlative"
+        assert all(b.start >= a.start for a, b in zip(ours, ours[1:]))
+
+
+def test_the_gil_stays_free_while_speech_is_decoded(speech):
+    x = np.tile(speech, 2)  # 8 s
+    events, gap = _max_gap_while(lambda: phonemes.align_phonemes(x, required=True))
+    assert events and events[-1].end > 6.0
+    inline, inline_gap = _max_gap_while(lambda: phonemes.align_phonemes(x, required=True, in_process=True))
+    print(f"longest GIL wait of another thread: worker {gap:.3f} s, in process {inline_gap:.3f} s")
+    assert inline_gap > 1.0  # the check can fail: the decode in this process blocks the other thread
+    assert gap < 0.5
+
+
+def test_interrupt_kills_the_worker(speech, monkeypatch):
+    procs = []
+    real_popen = subprocess.Popen
+
+    def popen(*a, **k):
+        procs.append(real_popen(*a, **k))
+        return procs[-1]
+    monkeypatch.setattr(phonemes.subprocess, "Popen", popen)
+    t0 = time.perf_counter()
+    with pytest.raises(GenerationInterrupted):
+        phonemes.align_phonemes(np.tile(speech, 5), should_stop=lambda: time.perf_counter() - t0 > 0.3)
+    assert time.perf_counter() - t0 < 2.0
+    assert len(procs) == 1 and procs[0].poll() is not None  # killed and reaped, not left running
+
+
+def test_a_failing_worker_is_a_typed_error(speech, monkeypatch):
+    monkeypatch.setattr(phonemes.sys, "executable", "/bin/false")
+    with pytest.raises(DependencyError, match="speech-alignment worker failed"):
+        phonemes.align_phonemes(speech)
