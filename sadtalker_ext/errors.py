@@ -81,3 +81,9 @@ class OutOfMemory(TalkingHeadError):
     """The GPU (or RAM) ran out of memory; the run was stopped and its memory given back."""
 
     http_status = 503
+
+
+class AuthenticationError(TalkingHeadError):
+    """An HTTP API request without the user name / password the server was started with."""
+
+    http_status = 401

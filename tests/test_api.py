@@ -174,17 +174,42 @@ def test_size_limits(tmp_path, png_bytes, wav_bytes):
         (20 * 2**20, 50 * 2**20, 8192)
 
 
+def _webui_like_app():
+    """A FastAPI app with HTTPException handlers as the hosts install them: A1111's api_middleware answers
+    ``{"error": "HTTPException", "detail", "body", "errors"}``; Forge's drops ``error``."""
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse
+
+    app = fastapi.FastAPI()
+
+    @app.exception_handler(HTTPException)
+    async def http_exception(request, exc):
+        return JSONResponse({"error": type(exc).__name__, "detail": exc.detail, "body": "", "errors": ""},
+                            status_code=exc.status_code)
+    return app
+
+
 def test_auth_enforced_when_configured(tmp_path):
     client, _, _ = _client(tmp_path, auth="alice:s3:cret,bob:pw")
     for path in ("/talking-head/v1/models",):
         assert client.get(path).status_code == 401
         r = client.get(path, auth=("alice", "wrong"))
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Basic"
+        assert set(r.json()) == {"detail", "error"} and r.json()["error"] == "AuthenticationError"
         assert client.get(path, auth=("alice", "s3:cret")).status_code == 200
         assert client.get(path, auth=("bob", "pw")).status_code == 200
     assert client.post(URL, json={}).status_code == 401  # checked before the body is looked at
     open_client, _, _ = _client(tmp_path / "open")
     assert open_client.get("/talking-head/v1/models").status_code == 200
+    # inside a WebUI whose own handler formats HTTPExceptions, the 401 keeps the README's shape
+    app = _webui_like_app()
+    api.mount(app, LocalHost(output_dir=tmp_path / "w"), auth="alice:pw")
+    host_client = TestClient(app)
+    for r in (host_client.get("/talking-head/v1/models"), host_client.post(URL, json={}, auth=("alice", "x"))):
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Basic"
+        body = _check_error(r, 401, "HTTP Basic auth", "--api-auth")
+        assert set(body) == {"detail", "error"} and body["error"] == "AuthenticationError"
+    assert host_client.get("/talking-head/v1/models", auth=("alice", "pw")).status_code == 200
 
 
 def test_models_route(tmp_path):

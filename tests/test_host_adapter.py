@@ -46,7 +46,9 @@ def webui(tmp_path, monkeypatch):
     from modules import infotext_utils, script_callbacks, shared
 
     import sadtalker_ext.host.a1111 as a1111
+    from sadtalker_ext.models import locate
 
+    monkeypatch.setattr(locate, "DOWNLOAD_HINT", locate.DOWNLOAD_HINT)  # register() changes it
     script_callbacks.clear_callbacks()
     infotext_utils.reset()
     a1111._HOST = None
@@ -404,6 +406,22 @@ def test_script_registers_every_callback(webui):
     from modules import shared
     assert "talking_head_output_dir" in shared.opts.data_labels
     assert script_callbacks.double_errors == []
+
+
+def test_missing_model_messages_point_to_the_models_panel(webui, tmp_path):
+    """Inside the WebUI a missing-model error (HTTP 503 / the tab) names the tab's download button, not
+    a command line the WebUI user does not have."""
+    from sadtalker_ext.errors import CheckpointError
+    from sadtalker_ext.lipsync.stage import Wav2LipStage
+    from sadtalker_ext.models import locate
+
+    _load_script()
+    for make in (lambda: Wav2LipStage(None),
+                 lambda: locate.require_file("wav2lip_gan.pth", checkpoints=tmp_path, environ={}, repo_dir=None)):
+        with pytest.raises(CheckpointError) as info:
+            make()
+        assert "'Download wav2lip files' in the Models panel of the Talking Head tab" in info.value.message
+        assert "python -m" not in info.value.message and "models download" not in info.value.message
 
 
 def test_tab_shows_the_error_when_the_ui_cannot_be_imported(webui, monkeypatch):

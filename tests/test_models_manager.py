@@ -335,7 +335,7 @@ def test_env_var_lists_several_dirs_and_duplicates_are_dropped(tmp_path):
                               existing_only=True) == [a, b]
 
 
-def test_aliases_and_require_file(tmp_path):
+def test_aliases_and_require_file(tmp_path, monkeypatch):
     _sparse(tmp_path / "codeformer-v0.1.0.pth", 10)
     assert locate.find_file("codeformer.pth", tmp_path) == tmp_path / "codeformer-v0.1.0.pth"
     with pytest.raises(CheckpointError) as info:
@@ -343,6 +343,11 @@ def test_aliases_and_require_file(tmp_path):
     msg = str(info.value)
     assert "wav2lip_gan.pth not found in: " + str(tmp_path) in msg
     assert "models download --engine wav2lip" in msg and "huggingface.co" in msg
+    monkeypatch.setattr(locate, "DOWNLOAD_HINT", "click 'Download {engine} files' in the Models panel")
+    with pytest.raises(CheckpointError) as info:
+        locate.require_file("wav2lip_gan.pth", checkpoints=tmp_path, environ={}, repo_dir=None)
+    assert "click 'Download wav2lip files' in the Models panel" in str(info.value)
+    assert "models download" not in str(info.value)
 
 
 def test_status_states_and_available_engines(tmp_path):

@@ -7,13 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..errors import DependencyError, InputError, TalkingHeadError
+from ..errors import AuthenticationError, DependencyError, InputError, TalkingHeadError
 from .auth import CredentialsArg, check_credentials, parse_credentials
 from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType,
                      request_from_form, request_from_json)
@@ -29,19 +29,27 @@ _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 
 def error_response(exc: TalkingHeadError) -> JSONResponse:
     """``{"detail": one line, "error": type}`` with the error's HTTP status."""
     headers = {"Retry-After": "30"} if isinstance(exc, QueueFull) else None
+    if isinstance(exc, AuthenticationError):
+        headers = {"WWW-Authenticate": "Basic"}
     return JSONResponse({"detail": exc.message, "error": type(exc).__name__},
                         status_code=int(getattr(exc, "http_status", 500)), headers=headers)
 
 
-def _auth_dependency(creds: Dict[str, str]):
-    basic = HTTPBasic(auto_error=False)
+_BASIC = HTTPBasic(auto_error=False)
+_AUTH_MESSAGE = "wrong or missing user name/password: use HTTP Basic auth with one of the --api-auth users"
 
-    def require_user(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> None:
+
+def _auth_check(creds: Optional[Dict[str, str]]):
+    """``check(credentials) -> None | 401 response`` for the routes. The 401 is answered by the route
+    itself: an HTTPException would reach the host's own handler, whose body differs from ours (A1111
+    adds ``"error": "HTTPException"``, Forge drops ``error``)."""
+    def check(credentials: Optional[HTTPBasicCredentials]) -> Optional[JSONResponse]:
+        if creds is None:
+            return None
         if credentials is None or not check_credentials(creds, credentials.username, credentials.password):
-            raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Basic"},
-                                detail="wrong or missing user name/password: use HTTP Basic auth with "
-                                       "one of the --api-auth users")
-    return require_user
+            return error_response(AuthenticationError(_AUTH_MESSAGE))
+        return None
+    return check
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -98,8 +106,8 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
     creds = parse_credentials(auth)
     queue = JobQueue(max_waiting)
     limits = limits or Limits()
-    dependencies = [Depends(_auth_dependency(creds))] if creds else []
-    router = APIRouter(prefix=prefix, dependencies=dependencies)
+    denied = _auth_check(creds)
+    router = APIRouter(prefix=prefix)
 
     def run(ticket: int, req: GenerateRequestData) -> Dict[str, Any]:
         from ..audio.decode import load_audio
@@ -129,7 +137,10 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
                 "width": int(res.size[0]), "height": int(res.size[1]), "seed": req.options.seed,
                 "options": json.loads(json.dumps(req.options.to_dict(), default=str))}
 
-    async def generate(request: Request):
+    async def generate(request: Request, credentials: Optional[HTTPBasicCredentials] = Depends(_BASIC)):
+        refused = denied(credentials)
+        if refused is not None:
+            return refused
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype == "application/json" or ctype.endswith("+json"):
@@ -158,7 +169,10 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
             return JSONResponse({"detail": f"internal error ({type(exc).__name__}: {exc}); see the server log",
                                  "error": type(exc).__name__}, status_code=500)
 
-    def models():
+    def models(credentials: Optional[HTTPBasicCredentials] = Depends(_BASIC)):
+        refused = denied(credentials)
+        if refused is not None:
+            return refused
         import importlib.util
 
         from ..models import locate

@@ -272,9 +272,9 @@ class SadTalkerEngine:
                 return p, 512
             p256 = self._find(CHECKPOINT_256)
             if p256 is not None:
-                log.warning("%s not found: rendering at 256 px and up-scaling to 512; download it "
-                            "(models download --engine sadtalker) for true 512 px output",
-                            CHECKPOINT_512)
+                from ..models.locate import download_hint
+                log.warning("%s not found: rendering at 256 px and up-scaling to 512; for true 512 px output, %s",
+                            CHECKPOINT_512, download_hint("sadtalker"))
                 return p256, 256
             return self._require(CHECKPOINT_512), 512
         return self._require(CHECKPOINT_256), 256

@@ -72,6 +72,9 @@ SETTINGS: Dict[str, Tuple[Any, str, str]] = {
         True, "Keep models loaded between runs", "off: free the memory after every video"),
 }
 
+#: How a WebUI user gets missing model files (error messages; the CLI's command is of no use there).
+WEBUI_DOWNLOAD_HINT = "click 'Download {engine} files' in the Models panel of the Talking Head tab"
+
 #: import name -> pip name, for the fix shown when an import fails.
 _PIP_NAMES = {"cv2": "opencv-python", "PIL": "Pillow", "skimage": "scikit-image", "av": "av",
               "soundfile": "soundfile", "mediapipe": "mediapipe==0.10.21", "scipy": "scipy",
@@ -723,7 +726,10 @@ def register() -> None:
     """Register every WebUI callback of the extension (called once per script load)."""
     from modules import script_callbacks
 
+    from ..models import locate
+
     _SEND_TO.clear()
+    locate.DOWNLOAD_HINT = WEBUI_DOWNLOAD_HINT
     script_callbacks.on_ui_settings(on_ui_settings)
     script_callbacks.on_after_component(on_after_component)
     script_callbacks.on_ui_tabs(on_ui_tabs)

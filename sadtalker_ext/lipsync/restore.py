@@ -218,8 +218,9 @@ def load_restorer(name: str, *, fidelity: float = 0.5, path: Union[str, Path, No
         path = find_restorer_file(name, checkpoints, host_dir)
         if path is None:
             names = " or ".join(RESTORER_FILES[name])
-            raise CheckpointError(f"--restore {name} needs {names} in the checkpoints folder; download it "
-                                  f"(python -m sadtalker_ext models download --engine restoration) or use --restore none")
+            from ..models.locate import download_hint
+            raise CheckpointError(f"--restore {name} needs {names} in the checkpoints folder; "
+                                  f"{download_hint('restoration')}, or use --restore none")
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"restoration model {path} not found; check the path or use --restore none")

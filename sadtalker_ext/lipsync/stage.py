@@ -220,8 +220,8 @@ class Wav2LipStage:
                  model: Any = None, detect: Optional[Callable[[np.ndarray], list]] = None,
                  box: Optional[Sequence[int]] = None, paste: str = "mask"):
         if checkpoint_path is None and model is None:
-            raise CheckpointError("Wav2Lip lip-sync needs wav2lip_gan.pth or wav2lip.pth; run "
-                                  "`python -m sadtalker_ext models download --engine wav2lip`.")
+            from ..models.locate import download_hint
+            raise CheckpointError(f"Wav2Lip lip-sync needs wav2lip_gan.pth or wav2lip.pth; {download_hint('wav2lip')}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 1024:
             raise OptionError(f"--wav2lip-batch-size must be an integer in 1..1024, got {batch_size!r}")
         if len(pads) != 4:

@@ -31,6 +31,14 @@ ENV_VAR = "SADTALKER_CHECKPOINTS"
 
 #: The repository's own ``checkpoints/`` folder (git-ignored apart from its README).
 REPO_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+#: How the user fetches missing files, for error messages (``{engine}``: the model set). The WebUI
+#: adapter replaces it with its Models panel: a WebUI user has no command line to run it from.
+DOWNLOAD_HINT = "run 'python -m sadtalker_ext models download --engine {engine}'"
+
+
+def download_hint(engine: str) -> str:
+    """How to download the files of model set ``engine`` here (see :data:`DOWNLOAD_HINT`)."""
+    return DOWNLOAD_HINT.format(engine=engine)
 
 PathArg = Union[str, "os.PathLike[str]"]
 DirsArg = Union[None, PathArg, Sequence[PathArg]]
@@ -153,7 +161,7 @@ def require_file(name: str, dirs: DirsArg = None, *, checkpoints: DirsArg = None
         spec = None
     if spec is not None:
         source = spec.urls[0] if spec.urls else (spec.page or "")
-        hint = (f" Run 'models download --engine {spec.engine}' or download it from {source} "
+        hint = (f" To get it, {download_hint(spec.engine)}, or download it from {source} "
                 f"and put it in {searched[0] if searched else 'a checkpoint folder'}.")
     raise CheckpointError(f"Model file {name} not found in: {where}.{hint}")
 
