@@ -64,3 +64,14 @@ def astronaut() -> np.ndarray:
 def arctic_wav(reference_dir) -> Path:
     """CMU ARCTIC a0007, 16 kHz mono 16-bit, 4.0 s."""
     return reference_dir / "audio" / "arctic_a0007.wav"
+
+
+@pytest.fixture(autouse=True)
+def _restore_download_hint():
+    """The WebUI adapter's register() points missing-model messages to its Models panel
+    (``models.locate.DOWNLOAD_HINT``); put the CLI's hint back after every test."""
+    from sadtalker_ext.models import locate
+
+    saved = locate.DOWNLOAD_HINT
+    yield
+    locate.DOWNLOAD_HINT = saved
