@@ -18,7 +18,7 @@ from sadtalker_ext.engines.video import PingPong, VideoSourceEngine
 from sadtalker_ext.errors import CheckpointError, DependencyError, OptionError, VideoError
 from sadtalker_ext.io.probe import probe, read_frames
 from sadtalker_ext.io.video_writer import VideoWriter
-from sadtalker_ext.lipsync.compositing import BoxSmoother, MaskConfig, face_box, lipsync_mask
+from sadtalker_ext.lipsync.compositing import MaskConfig
 from sadtalker_ext.lipsync.restore import FaceRestorer, five_points, load_restorer
 from sadtalker_ext.lipsync.stage import MelWindows, Wav2LipStage, lipsync_stage_for
 from sadtalker_ext.options import GenerateOptions
@@ -79,17 +79,39 @@ def _run(stage, frames, landmarks, clip, size=10):
     return np.concatenate([c.frames for c in out]), ctx
 
 
-def _expected_masks(frames, landmarks, pads=(0, 10, 0, 0), cfg=None):
-    """Full-frame feathered masks the stage must use (boxes smoothed like the stage does)."""
-    sm = BoxSmoother(5)
-    out = []
-    for f, lm in zip(frames, landmarks):
-        x0, y0, x1, y1 = sm.update(face_box(lm, f.shape, pads))
-        m = np.zeros(f.shape[:2], np.float32)
-        m[y0:y1, x0:x1] = lipsync_mask(lm - np.array([x0, y0], np.float32), (y1 - y0, x1 - x0),
-                                       (0, 0, x1 - x0, y1 - y0), cfg or MaskConfig())
-        out.append((m, (x0, y0, x1, y1)))
+# mediapipe face mesh: the outer lip ring (FACEMESH_LIPS) and the outer eye corners
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+EYE_CORNERS = [33, 263]
+
+
+def _boxes(landmarks, shape, pads=(0, 10, 0, 0), window=5):
+    """The documented face boxes, written here: landmark extent floor(min)..ceil(max) plus Wav2Lip's
+    pads (top, bottom, left, right), clipped to the frame, then the causal mean of the last
+    ``window`` boxes, rounded. Returns [(x0, y0, x1, y1)] per frame."""
+    top, bottom, left, right = pads
+    h, w = shape[:2]
+    raw, out = [], []
+    for lm in landmarks:
+        raw.append((max(0, np.floor(lm[:, 0].min()) - left), max(0, np.floor(lm[:, 1].min()) - top),
+                    min(w, np.ceil(lm[:, 0].max()) + right), min(h, np.ceil(lm[:, 1].max()) + bottom)))
+        out.append(tuple(int(v) for v in np.round(np.mean(raw[-window:], axis=0))))
     return out
+
+
+def _regions(frame_shape, lm, box, far_px):
+    """Boolean maps: ``outside`` the box; ``far``: more than ``far_px`` from the lips and above the eye
+    line (the mask never reaches there); ``lips``: inside the outer lip ring shrunk by 2 px."""
+    h, w = frame_shape[:2]
+    x0, y0, x1, y1 = box
+    outside = np.ones((h, w), bool)
+    outside[y0:y1, x0:x1] = False
+    poly = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(poly, [np.round(lm[LIPS_OUTER]).astype(np.int32)], 1)
+    dist_out = cv2.distanceTransform(1 - poly, cv2.DIST_L2, 5)
+    dist_in = cv2.distanceTransform(poly, cv2.DIST_L2, 5)
+    eye_line = lm[EYE_CORNERS, 1].min()
+    far = outside | ((dist_out > far_px) & (np.arange(h)[:, None] < eye_line - far_px))
+    return outside, far, dist_in > 2
 
 
 # -- audio windows ----------------------------------------------------------------------------------
@@ -115,12 +137,13 @@ def test_pixels_outside_feathered_mask_unchanged(lite_frames, clip2, wav2lip_mod
     out, ctx = _run(stage, frames, lms, clip2, size=10)  # batches of 16 across chunks of 10
     assert ctx.info["lipsync"] == {"frames": 30, "refined": 30, "no_face": 0, "batch_size": 16, "checkpoint": None}
     changed_inside = []
-    for i, (m, (x0, y0, x1, y1)) in enumerate(_expected_masks(frames, lms)):
+    for i, box in enumerate(_boxes(lms, frames.shape[1:])):
         diff = np.abs(out[i].astype(np.int16) - frames[i]).max(axis=2)
-        assert not diff[m == 0].any(), f"frame {i}: a pixel outside the feathered mask changed"
-        assert m[:y0].max() == 0 and m[y1:].max() == 0 and m[:, :x0].max() == 0 and m[:, x1:].max() == 0
-        changed_inside.append(np.mean(diff[m >= 0.99] > 0))
-    print(f"fraction of fully-masked pixels changed: min {min(changed_inside):.3f}")
+        outside, far, lips = _regions(frames.shape[1:], lms[i], box, far_px=8 + 8 + 2)
+        assert not diff[outside].any(), f"frame {i}: a pixel outside the face box changed"
+        assert not diff[far].any(), f"frame {i}: a pixel above the eyes changed"
+        changed_inside.append(np.mean(diff[lips] > 0))
+    print(f"fraction of pixels inside the lips changed: min {min(changed_inside):.3f}")
     assert min(changed_inside) > 0.8  # the synthetic network's noise replaces the mouth region
     names = sorted(p.name for p in (tmp_path / "dbg").iterdir())
     assert names == sorted(f"frame00007_{k}.png" for k in (
@@ -175,14 +198,16 @@ def test_only_mouth_and_restorer(lite_frames, clip2, wav2lip_model):
     out, _ = _run(Wav2LipStage(model=wav2lip_model, mask=cfg, restore=paint_blue, color_match=False),
                   frames, lms, clip2, size=6)
     assert len(calls) == 6
-    for i, (m, box) in enumerate(_expected_masks(frames, lms, cfg=cfg)):
+    for i, box in enumerate(_boxes(lms, frames.shape[1:])):
         assert calls[i] == (box[3] - box[1], box[2] - box[0], 3)
-        assert np.array_equal(out[i][m == 0], frames[i][m == 0])
-        full = m >= 0.999
-        assert full.any()
-        assert (out[i][full] == (0, 0, 255)).all()  # where the mask is 1: the restorer's output
-        part = (m > 0) & (m < 0.999)
-        assert (out[i][part][:, 2] >= frames[i][part][:, 2]).all()  # feathered edge: a blend towards it
+        outside, _, lips = _regions(frames.shape[1:], lms[i], box, far_px=0)
+        poly = np.zeros(frames.shape[1:3], np.uint8)
+        cv2.fillPoly(poly, [np.round(lms[i][LIPS_OUTER]).astype(np.int32)], 1)
+        far = cv2.distanceTransform(1 - poly, cv2.DIST_L2, 5) > 4 + 4 + 2  # beyond dilation + feather
+        assert np.array_equal(out[i][far | outside], frames[i][far | outside]), f"frame {i}: only the lips may change"
+        assert lips.any() and (out[i][lips] == (0, 0, 255)).all()  # inside the lips: the restorer's output
+        # everywhere a blend between the frame and pure blue: blue never drops, red and green never rise
+        assert (out[i][..., 2] >= frames[i][..., 2]).all() and (out[i][..., :2] <= frames[i][..., :2]).all()
     bad = Wav2LipStage(model=wav2lip_model, restore=lambda img: img[:10])
     with pytest.raises(Exception, match="restorer returned"):
         _run(bad, frames, lms, clip2, size=6)
@@ -240,9 +265,10 @@ def test_lite_engine_with_wav2lip_end_to_end(tmp_path, astronaut, clip2, lite_fr
     # the stage ran where it should: hair unchanged (up to H.264), mouth replaced
     frames = np.stack(list(read_frames(out))).astype(np.int16)
     src = lite_frames[0].astype(np.int16)
-    masks = _expected_masks(*lite_frames)
+    boxes = _boxes(lite_frames[1], src.shape[1:])
+    lips = [_regions(src.shape[1:], lite_frames[1][i], b, 0)[2] for i, b in enumerate(boxes)]
     top = np.abs(frames[:, :40] - src[:, :40]).mean()
-    inside = np.mean([np.abs(frames[i] - src[i])[m >= 0.99].mean() for i, (m, _) in enumerate(masks)])
+    inside = np.mean([np.abs(frames[i] - src[i])[m].mean() for i, m in enumerate(lips)])
     print(f"mean |diff| vs lite-only frames: hair {top:.2f}, mouth {inside:.1f}")
     assert top < 3.0 and inside > 6 * top
 
