@@ -45,7 +45,7 @@ def _frames(path: Path) -> tuple[int, int, int]:
 
 def _check_outputs(out: Path) -> None:
     """Exactly the 10 good videos, each decodable with its sidecar's frame count, no hidden leftovers."""
-    videos = sorted(p.stem for p in out.glob("*.mp4"))
+    videos = sorted(p.stem for p in out.glob("*.mp4") if not p.name.startswith("."))
     assert videos == batch_inputs.GOOD
     hidden = sorted(p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".batch.lock")
     assert hidden == [], f"partial files left: {hidden}"
@@ -122,7 +122,7 @@ def test_sigkill_mid_run_then_rerun_has_no_duplicate_and_no_partial(jobs_csv, tm
     done_before = {r["job"] for r in _results(out) if r["status"] == "done"}
     assert 3 <= len(done_before) < 10
     # every finished video survived the kill
-    assert done_before <= {p.stem for p in out.glob("*.mp4")}
+    assert done_before <= {p.stem for p in out.glob("*.mp4") if not p.name.startswith(".")}
 
     again = _cli(jobs_csv, out)
     assert again.returncode == 1, again.stderr[-2000:]
@@ -149,7 +149,7 @@ def test_ctrl_c_keeps_finished_videos_and_leaves_no_partial(jobs_csv, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err
     names = {r["job"] for r in _results(out) if r["status"] == "done"}
-    assert names and names == {p.stem for p in out.glob("*.mp4")}
+    assert names and names == {p.stem for p in out.glob("*.mp4") if not p.name.startswith(".")}
     assert not list(out.glob(".*.part*"))
 
 

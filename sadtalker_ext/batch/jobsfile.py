@@ -193,28 +193,17 @@ def job_key(job: BatchJob) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _build(index: int, line: int, raw: Mapping[str, Any], base: GenerateOptions, root: Path) -> BatchJob:
+def _build(index: int, line: int, raw: Mapping[str, Any], base: GenerateOptions, root: Path,
+           resolve=None, check_options=None) -> BatchJob:
     """One job from its raw mapping; errors land in ``job.error``."""
     known = {f.name: f.default for f in fields(GenerateOptions)}
     out_name = raw.get("output") or raw.get("name")
     job = BatchJob(index=index, line=line, output="")
     try:
-        for k in ("image", "video", "audio"):
-            v = raw.get(k)
-            if v is not None:
-                if not isinstance(v, str) or not v.strip():
-                    raise InputError(f"'{k}' must be a file path")
-                p = Path(v.strip()).expanduser()
-                setattr(job, k, (p if p.is_absolute() else root / p).resolve())
-        text = raw.get("text")
-        if text is not None:
-            if not isinstance(text, str) or not text.strip():
-                raise InputError("'text' must be the words to speak")
-            if len(text) > MAX_TEXT:
-                raise InputError(f"'text' has {len(text)} characters; at most {MAX_TEXT} per job")
-            job.text = text
+        # the name first, so that every later error is recorded under it
         if out_name is None:
-            stem = (job.image or job.video).stem if (job.image or job.video) else "job"
+            src = raw.get("image") or raw.get("video")
+            stem = Path(str(src).replace("\\", "/")).stem if isinstance(src, str) and src.strip() else "job"
             out_name = f"{index + 1:03d}-{stem}"
         out_name = str(out_name).strip()
         if out_name.lower().endswith(".mp4"):
@@ -223,6 +212,23 @@ def _build(index: int, line: int, raw: Mapping[str, Any], base: GenerateOptions,
             raise OptionError(f"output name {out_name!r} must be a plain file name (letters, digits, . _ - "
                               f"space; no folders)")
         job.output = out_name + ".mp4"
+        for k in ("image", "video", "audio"):
+            v = raw.get(k)
+            if v is not None:
+                if not isinstance(v, str) or not v.strip():
+                    raise InputError(f"'{k}' must be a file path")
+                if resolve is not None:
+                    setattr(job, k, Path(resolve(k, v.strip())))
+                else:
+                    p = Path(v.strip()).expanduser()
+                    setattr(job, k, (p if p.is_absolute() else root / p).resolve())
+        text = raw.get("text")
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise InputError("'text' must be the words to speak")
+            if len(text) > MAX_TEXT:
+                raise InputError(f"'text' has {len(text)} characters; at most {MAX_TEXT} per job")
+            job.text = text
         if (job.image is None) == (job.video is None):
             raise InputError("give either 'image' or 'video' (one of them)")
         if (job.audio is None) == (job.text is None):
@@ -262,6 +268,8 @@ def _build(index: int, line: int, raw: Mapping[str, Any], base: GenerateOptions,
                     v = tuple(v)
             data[k] = v
         job.options = GenerateOptions.from_dict(data)
+        if check_options is not None:
+            job.options = check_options(job.options)
         for k in ("image", "video", "audio"):
             p = getattr(job, k)
             if p is not None and not p.is_file():
@@ -274,9 +282,14 @@ def _build(index: int, line: int, raw: Mapping[str, Any], base: GenerateOptions,
     return job
 
 
-def load_jobs(path: str | Path, base: GenerateOptions | None = None) -> list[BatchJob]:
+def load_jobs(path: str | Path, base: GenerateOptions | None = None, *, resolve=None,
+              check_options=None) -> list[BatchJob]:
     """The jobs of a CSV/JSON jobs file, options = ``base`` (the command line's) + per-job overrides.
 
+    resolve(field, value) -> Path: where an ``image``/``video``/``audio`` entry points (default: the
+    path, relative to the jobs file's folder); it may raise InputError (the job's error). The tab
+    maps names to the files the client uploaded. check_options(GenerateOptions) -> GenerateOptions:
+    a last check of each job's options (the tab's server-side rules for path options).
     Raises OptionError when the file is unreadable as jobs or two jobs share an output name;
     per-job problems are in each job's ``error``.
     """
@@ -285,7 +298,8 @@ def load_jobs(path: str | Path, base: GenerateOptions | None = None) -> list[Bat
     rows = _read_rows(path)
     if not rows:
         raise OptionError(f"jobs file {path} has no jobs")
-    jobs = [_build(i, line, raw, base, path.resolve().parent) for i, (line, raw) in enumerate(rows)]
+    jobs = [_build(i, line, raw, base, path.resolve().parent, resolve, check_options)
+            for i, (line, raw) in enumerate(rows)]
     seen: dict[str, int] = {}
     for job in jobs:
         low = job.output.lower()

@@ -183,6 +183,14 @@ def run_local(jobs: list[BatchJob], out_dir: str | Path, *, retries: int = 2, qu
         try:
             for job, left in p.todo:
                 used, before = 0, 1 + retries - left  # attempts of earlier runs
+                if job.error is not None:  # its own inputs/options are unusable: recorded as they are
+                    folder.append(dict(record(job, "failed", before + 1, 0.0, worker.name),
+                                       error=job.error, error_type=job.error_type))
+                    summary.failed += 1
+                    summary.errors.append(f"{job.name}: {job.error}")
+                    bars.write(f"failed: {summary.errors[-1]}")
+                    bars.finish("failed")
+                    continue
                 while used < left:
                     used += 1
                     attempt_t = time.perf_counter()

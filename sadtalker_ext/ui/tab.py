@@ -233,6 +233,7 @@ class TalkingHeadUI:
         self.refine_inputs: list = []
         self.refine_module = None
         self._refine_section = None
+        self.batch = None
         self._jobs: dict = {}  # job token (kept in the session's server-side gr.State) -> JobHost
         self._active_lock = threading.Lock()
 
@@ -290,6 +291,7 @@ class TalkingHeadUI:
                     c["history_state"] = gr.State([])
                     c["job_state"] = gr.State(None)  # this session's running job (a token; server side)
             self._build_refine_panel()
+            self._build_batch_panel()
             with compat.make("Accordion", "Models", open=False, elem_id="th_models_acc"):
                 c["models"] = compat.make("HTML", models_html(self.host), elem_id="th_models")
                 with gr.Row():
@@ -407,6 +409,14 @@ class TalkingHeadUI:
         finally:
             if self.refine is None and self._refine_section is not None:
                 self._refine_section.visible = True  # no panel: edit the refinement options here
+
+    def _build_batch_panel(self):
+        """The Batch section (``sadtalker_ext/ui/batch_panel.py``); the tab works without it."""
+        mod = _optional_module("sadtalker_ext.ui.batch_panel")
+        try:
+            self.batch = mod.build_batch_panel(self) if mod is not None else None
+        except Exception:
+            log.warning("the Batch section failed to build; the tab works without it", exc_info=True)
 
     def _wire(self):
         c = self.components
