@@ -233,3 +233,21 @@ def test_one_run_per_output_folder(tmp_path):
         with pytest.raises(OptionError, match="another batch run is writing"):
             OutputFolder(tmp_path / "o").open()
     OutputFolder(tmp_path / "o").open().close()  # released
+
+
+def test_only_this_batchs_leftovers_are_removed(tmp_path):
+    """A killed run's temporary files of the jobs' outputs go; another writer's (e.g. a WebUI run into
+    the same folder) stay."""
+    inputs = batch_inputs.write_inputs(tmp_path / "in")
+    p = tmp_path / "in" / "jobs.csv"
+    p.write_text(f"image,audio,output\n{inputs['astronaut']},{inputs['speech']},anna\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    ours = [out / ".anna.1a2b3c4d.part.mp4", out / ".anna.json.part", out / ".anna.mp4.4242.part"]
+    theirs = out / ".20261203-101010-lite-0.9f8e7d6c.part.mp4"
+    for f in ours + [theirs]:
+        f.write_bytes(b"\0" * 100)
+    jobs = load_jobs(p, GenerateOptions(engine="lite", size=256, phonemes="acoustic"))
+    s = run_local(jobs, out, quiet=True)
+    assert s.done == 1 and not any(f.exists() for f in ours)
+    assert theirs.exists()

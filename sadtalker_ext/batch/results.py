@@ -47,7 +47,7 @@ class OutputFolder:
         return self.path / RESULTS
 
     def open(self) -> "OutputFolder":
-        """Create the folder, take its lock (OptionError when another run holds it), remove leftovers."""
+        """Create the folder and take its lock (OptionError when another run holds it)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -63,7 +63,6 @@ class OutputFolder:
             raise OptionError(f"another batch run is writing to {self.path}; wait for it or choose "
                               f"another --out") from None
         self._lock_fd = fd
-        self.remove_leftovers()
         return self
 
     def close(self) -> None:
@@ -77,11 +76,17 @@ class OutputFolder:
     def __exit__(self, *exc):
         self.close()
 
-    def remove_leftovers(self) -> list[Path]:
-        """Delete the hidden temporary files (``.*.part*``) of runs that were killed; returns them.
-        Only call while no job of this folder is running (the lock guarantees that for batch runs)."""
+    def remove_leftovers(self, names=None) -> list[Path]:
+        """Delete the hidden temporary files that killed runs left for the outputs ``names`` (file
+        names such as ``"anna.mp4"``): ``.anna.<id>.part.mp4`` (video), ``.anna.json.part`` (sidecar),
+        ``.anna.mp4.<pid>.part`` (Ray driver). None: every ``.*.part*`` file. Only call while none of
+        these outputs is being written (the folder's lock guarantees it among batch runs; temporary
+        files of other outputs, e.g. a WebUI run into the same folder, are left alone). Returns them."""
+        stems = None if names is None else {Path(n).stem for n in names} | {Path(n).name for n in names}
         removed = []
         for p in self.path.glob(".*.part*"):
+            if stems is not None and not any(p.name.startswith(f".{s}.") for s in stems):
+                continue
             if p.is_file():
                 try:
                     p.unlink()

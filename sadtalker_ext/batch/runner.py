@@ -175,6 +175,7 @@ def run_local(jobs: list[BatchJob], out_dir: str | Path, *, retries: int = 2, qu
     t0 = time.perf_counter()
     summary = Summary()
     with OutputFolder(Path(out_dir)) as folder:
+        folder.remove_leftovers([j.output for j in jobs])  # what a killed run of these jobs left
         p = plan(jobs, folder, retries)
         summary.skipped, summary.given_up = len(p.skipped), len(p.given_up)
         write_recovered(p, folder)
