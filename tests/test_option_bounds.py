@@ -159,8 +159,16 @@ def test_tab_form_accepts_the_bounds(ui, name, value):
 
 
 @pytest.mark.parametrize("name,value", [c for c in REJECTED if c[0] != "fps"])
-def test_tab_handler_refuses_one_step_beyond(ui, name, value, astronaut, arctic_wav):
-    out = list(ui.generate(*_form(ui, astronaut, str(arctic_wav), **{name: value})))
+def test_tab_handler_refuses_one_step_beyond(ui, name, value, astronaut, arctic_wav, request):
+    import shutil
+    import uuid
+
+    from sadtalker_ext.ui import guard
+    folder = guard.upload_roots()[0] / f"th-test-{uuid.uuid4().hex}"  # the tab opens only uploads
+    folder.mkdir(parents=True)
+    request.addfinalizer(lambda: shutil.rmtree(folder, ignore_errors=True))
+    speech = shutil.copy(arctic_wav, folder / "speech.wav")
+    out = list(ui.generate(*_form(ui, astronaut, str(speech), **{name: value})))
     assert len(out) == 1, "the run must not start"
     html = out[0][0]
     assert "th-error" in html and "Traceback" not in html
