@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..errors import GenerationInterrupted, TalkingHeadError
+from ..errors import AuthenticationError, GenerationInterrupted, TalkingHeadError
 from .queue import QueueFull
 
 log = logging.getLogger(__name__)
@@ -311,10 +311,11 @@ async def read_generate_request(request, host, limits):
 
 
 def add_job_routes(router, host, *, creds, limits, prefix: str, error_response, max_jobs: int = 8) -> JobStore:
-    """Add the ``/jobs`` routes to ``router`` (FastAPI APIRouter, auth dependencies already on it).
+    """Add the ``/jobs`` routes to ``router`` (FastAPI APIRouter).
 
-    creds: the parsed ``--api-auth`` users (None: open). error_response(exc) -> the API's
-    ``{"detail", "error"}`` response. Returns the JobStore.
+    creds: the parsed ``--api-auth`` users (None: open); each route checks the password itself and
+    answers 401 with the API's error shape (an HTTPException would reach the host's own handler, whose
+    body differs). error_response(exc) -> the API's ``{"detail", "error"}`` response. Returns the JobStore.
     """
     from fastapi import Depends, Request
     from fastapi.responses import FileResponse, JSONResponse
@@ -324,12 +325,20 @@ def add_job_routes(router, host, *, creds, limits, prefix: str, error_response, 
     store = JobStore(host, max_jobs=max_jobs)
     basic = HTTPBasic(auto_error=False)
 
-    def owner_of(credentials: Optional[HTTPBasicCredentials] = Depends(basic)) -> Optional[str]:
-        # the router's own dependency has already checked the password when auth is configured
-        return credentials.username if (creds and credentials is not None) else None
+    from .auth import check_credentials
 
-    async def submit(request: Request, owner: Optional[str] = Depends(owner_of)):
+    def owner_of(credentials: Optional[HTTPBasicCredentials]) -> Optional[str]:
+        """The job owner's user name (None without --api-auth); AuthenticationError on a wrong password."""
+        if not creds:
+            return None
+        if credentials is None or not check_credentials(creds, credentials.username, credentials.password):
+            raise AuthenticationError("wrong or missing user name/password: use HTTP Basic auth with one of "
+                                      "the --api-auth users")
+        return credentials.username
+
+    async def submit(request: Request, credentials: Optional[HTTPBasicCredentials] = Depends(basic)):
         try:
+            owner = owner_of(credentials)
             req = await read_generate_request(request, host, limits)
             from starlette.concurrency import run_in_threadpool
             job = await run_in_threadpool(store.submit, req, owner)
@@ -342,14 +351,16 @@ def add_job_routes(router, host, *, creds, limits, prefix: str, error_response, 
             return JSONResponse({"detail": "the client disconnected before the request was complete",
                                  "error": "ClientDisconnect"}, status_code=400)
 
-    def status(job_id: str, owner: Optional[str] = Depends(owner_of)):
+    def status(job_id: str, credentials: Optional[HTTPBasicCredentials] = Depends(basic)):
         try:
+            owner = owner_of(credentials)
             return JSONResponse(store.describe(store.get(job_id, owner), prefix))
         except TalkingHeadError as exc:
             return error_response(exc)
 
-    def result(job_id: str, owner: Optional[str] = Depends(owner_of)):
+    def result(job_id: str, credentials: Optional[HTTPBasicCredentials] = Depends(basic)):
         try:
+            owner = owner_of(credentials)
             job = store.get(job_id, owner)
             if job.state != "done":
                 if job.error is not None:
@@ -361,8 +372,9 @@ def add_job_routes(router, host, *, creds, limits, prefix: str, error_response, 
         except TalkingHeadError as exc:
             return error_response(exc)
 
-    def cancel(job_id: str, owner: Optional[str] = Depends(owner_of)):
+    def cancel(job_id: str, credentials: Optional[HTTPBasicCredentials] = Depends(basic)):
         try:
+            owner = owner_of(credentials)
             job = store.cancel(job_id, owner)
             return JSONResponse({"id": job.id, "status": job.state if job.state == "cancelled" else "cancelling"})
         except TalkingHeadError as exc:
