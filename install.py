@@ -212,7 +212,8 @@ def install_in_host() -> None:
     import launch  # the WebUI's installer helpers
 
     installed = installed_distributions()
-    commands, notes = host_plan(installed, _missing_modules)
+    # the WebUI's own test (distribution metadata, then the import spec), as its other extensions use
+    commands, notes = host_plan(installed, lambda names: [n for n in names if not launch.is_installed(n)])
     for note in notes:
         print(note)
     if not commands:

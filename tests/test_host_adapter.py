@@ -591,7 +591,8 @@ def _requirement_names(commands):
     import re
     names = []
     for cmd in commands:
-        for req in re.findall(r'"([^"]+)"', cmd):
+        assert re.search(r'-c "[^"]+"', cmd), cmd  # every pip call is pinned to the venv as found
+        for req in re.findall(r'"([^"]+)"', re.sub(r'-c "[^"]+"', "", cmd)):
             names.append(re.split(r"[<>=!~\[ ]", req, maxsplit=1)[0].lower())
     return names
 
