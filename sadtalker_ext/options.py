@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
+
 from .errors import OptionError
 
 ENGINES = ("auto", "lite", "sadtalker")
@@ -15,6 +17,33 @@ PHONEME_SOURCES = ("auto", "acoustic", "pocketsphinx")
 LIPSYNC = ("auto", "none", "wav2lip")
 RESTORERS = ("none", "gfpgan", "codeformer", "restoreformer")
 REFINE_MODES = ("every", "keyframes")
+#: Longest ``transcript`` accepted (characters; the text-to-speech limit, about 4 hours of speech).
+MAX_TRANSCRIPT_CHARS = 200_000
+#: Unknown option names listed in an error message at most (each cut to 40 characters).
+_MAX_NAMES_SHOWN = 5
+
+
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _as_int(v):
+    """``v`` as a Python int when it is an integer (int or numpy integer, not bool), else None."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        return None
+    return int(v)
+
+
+def _as_float(v):
+    """``v`` as a Python float when it is a real number (int/float/numpy, not bool), else None."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return None
+    return float(v)
+
+#: Options that take true/false; anything else (the string "false", 0, None) is refused.
+BOOL_OPTIONS = ("still", "blinks", "only_mouth")
 
 
 @dataclass
@@ -89,20 +118,35 @@ class GenerateOptions:
         """Raise OptionError naming the first invalid option and its allowed values."""
         def choice(name, allowed):
             v = getattr(self, name)
-            if v not in allowed:
-                raise OptionError(f"--{name.replace('_', '-')} {v!r} is not valid; use one of {', '.join(allowed)}")
+            if not isinstance(v, str) or v not in allowed:
+                raise OptionError(f"--{name.replace('_', '-')} {_short(v)} is not valid; use one of {', '.join(allowed)}")
 
         def rng(name, lo, hi, kind=(int, float)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, kind) or not (lo <= v <= hi):
-                raise OptionError(f"--{name.replace('_', '-')} must be a number in {lo}..{hi}, got {v!r}")
+            num = _as_int(v) if kind is int else _as_float(v)
+            if num is None or not (lo <= num <= hi):
+                hint = " (a whole number is needed)" if kind is int and _as_float(v) is not None and num is None else ""
+                raise OptionError(f"--{name.replace('_', '-')} must be a number in {lo}..{hi}, got {_short(v)}{hint}")
+            setattr(self, name, num)  # numpy scalars become Python numbers (JSON sidecar, hashing)
+
+        def flag(name):
+            v = getattr(self, name)
+            if isinstance(v, np.bool_):
+                v = bool(v)
+            if not isinstance(v, bool):
+                raise OptionError(f"--{name.replace('_', '-')} must be true or false (a boolean), got {_short(v)}")
+            setattr(self, name, v)
 
         choice("engine", ENGINES)
         choice("preprocess", PREPROCESS)
         choice("phonemes", PHONEME_SOURCES)
         choice("lipsync", LIPSYNC)
-        if self.size not in (256, 512) or isinstance(self.size, bool):
-            raise OptionError(f"--size must be 256 or 512, got {self.size!r}")
+        for name in BOOL_OPTIONS:
+            flag(name)
+        size = _as_int(self.size)
+        if size not in (256, 512):
+            raise OptionError(f"--size must be 256 or 512 (a whole number), got {_short(self.size)}")
+        self.size = size
         rng("pose_style", 0, 45, int)
         rng("expression_scale", 0.0, 3.0)
         rng("seed", 0, 2**63 - 1, int)
@@ -122,18 +166,23 @@ class GenerateOptions:
         dev = self.device
         if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda", "mps") or (
                 dev.startswith("cuda:") and dev[5:].isdigit())):
-            raise OptionError(f"--device {dev!r} is not valid; use auto, cpu, cuda, cuda:N or mps")
-        if self.fps != 25:
+            raise OptionError(f"--device {_short(dev)} is not valid; use auto, cpu, cuda, cuda:N or mps")
+        if _as_int(self.fps) != 25:
             raise OptionError("only 25 fps output is supported (the audio models are trained at 25 fps)")
+        self.fps = 25
         if self.transcript is not None and not isinstance(self.transcript, str):
             raise OptionError("--transcript must be text")
-        if not isinstance(self.language, str) or not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]+)*", self.language):
-            raise OptionError(f"--lang {self.language!r} is not a language code; use e.g. en, ru, zh")
+        if self.transcript is not None and len(self.transcript) > MAX_TRANSCRIPT_CHARS:
+            raise OptionError(f"--transcript is {len(self.transcript)} characters; at most {MAX_TRANSCRIPT_CHARS} "
+                              f"are accepted (leave it out to recognise the speech)")
+        if (not isinstance(self.language, str) or len(self.language) > 32
+                or not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z0-9]+)*", self.language)):
+            raise OptionError(f"--lang {_short(self.language)} is not a language code; use e.g. en, ru, zh")
         pads = self.pads
         if (isinstance(pads, (str, bytes)) or not hasattr(pads, "__len__") or len(pads) != 4
-                or any(isinstance(p, bool) or not isinstance(p, int) or not -1024 <= p <= 1024 for p in pads)):
-            raise OptionError(f"--pads needs 4 integers top bottom left right in -1024..1024, got {pads!r}")
-        self.pads = tuple(pads)
+                or any(_as_int(p) is None or not -1024 <= p <= 1024 for p in pads)):
+            raise OptionError(f"--pads needs 4 integers top bottom left right in -1024..1024, got {_short(pads)}")
+        self.pads = tuple(int(p) for p in pads)
         for name in ("mouth_mask_dilate", "face_mask_erode", "mask_blur"):
             rng(name, 0.0, 256.0)
         choice("restore", RESTORERS)
@@ -157,7 +206,9 @@ class GenerateOptions:
     def from_dict(cls, data: dict) -> "GenerateOptions":
         """Build from a mapping (JSON from the API); unknown keys raise OptionError."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted((str(k) for k in data if k not in known), key=lambda k: (len(k), k))
         if unknown:
-            raise OptionError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            shown = ", ".join(k if len(k) <= 40 else k[:37] + "..." for k in unknown[:_MAX_NAMES_SHOWN])
+            more = f" and {len(unknown) - _MAX_NAMES_SHOWN} more" if len(unknown) > _MAX_NAMES_SHOWN else ""
+            raise OptionError(f"unknown option(s): {shown}{more}; known: {', '.join(sorted(known))}")
         return cls(**data).validate()
