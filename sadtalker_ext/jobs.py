@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import threading
 import time
@@ -30,14 +31,51 @@ class JobResult:
 
 
 def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head") -> Path:
-    """A new, unused file name in the host's output folder: <date>-<time>-<engine>-<seed>.mp4."""
+    """Reserve a new file name in the host's output folder: <date>-<time>-<engine>-<seed>[-N].mp4.
+
+    The name is taken atomically: the file is created empty with ``O_CREAT | O_EXCL``, so two jobs
+    started in the same second (in threads or processes) never get the same name. The caller
+    replaces it with the finished video (:meth:`VideoWriter.commit` renames onto it) or removes it
+    (:func:`release_output`). A name whose JSON sidecar already exists is skipped too.
+    Raises OutputError when the folder cannot be written or 1000 names are taken.
+    """
+    from .errors import OutputError
+
     folder = host.output_dir()
     base = time.strftime("%Y%m%d-%H%M%S") + f"-{options.engine}-{options.seed}"
     for i in range(1000):
         p = folder / f"{base}{'' if i == 0 else f'-{i}'}.mp4"
-        if not p.exists():
-            return p
-    raise FileExistsError(folder)
+        if os.path.lexists(p.with_suffix(".json")):
+            continue
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create a video in {folder}: {exc.strerror or exc}; check the output "
+                              f"folder setting") from None
+        os.close(fd)
+        return p
+    raise OutputError(f"1000 videos named {base}* already exist in {folder}; clean up the output folder")
+
+
+def release_output(path: Path) -> None:
+    """Remove a name reserved by :func:`output_name` that never got its video (still 0 bytes)."""
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:  # already gone, or replaced by a video
+        pass
+
+
+@contextlib.contextmanager
+def _released_on_failure(path: Path | None):
+    try:
+        yield
+    except BaseException:
+        if path is not None:
+            release_output(path)
+        raise
 
 
 def _host_restorer(host: Host, options: GenerateOptions):
@@ -79,8 +117,9 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
     names an ``sd_checkpoint`` or ``stages`` already holds a refinement stage.
     """
     options = options.validate()
+    reserved = out is None
     out = out or output_name(host, options)
-    with host.job("talking-head", 0):
+    with _released_on_failure(out if reserved else None), host.job("talking-head", 0):
         def should_stop() -> bool:
             return host.interrupted()
 
@@ -177,4 +216,4 @@ class JobHost:
             return self.version, self.done, self.total, self.text, self.preview
 
 
-__all__ = ["JobResult", "JobHost", "run_job", "output_name", "write_sidecar", "GenerationInterrupted"]
+__all__ = ["JobResult", "JobHost", "run_job", "output_name", "release_output", "write_sidecar", "GenerationInterrupted"]

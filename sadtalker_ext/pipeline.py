@@ -27,7 +27,7 @@ from .engines import get_engine
 from .engines.base import FrameChunk, RunContext, Stage
 from .errors import GenerationInterrupted
 from .io.image import load_image, to_rgb8
-from .io.video_writer import VideoWriter
+from .io.video_writer import VideoWriter, check_output_path
 from .memory import oom_guard
 from .options import GenerateOptions
 
@@ -96,6 +96,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     """
     t0 = time.perf_counter()
     options = (options or GenerateOptions()).validate()
+    check_output_path(out)  # a folder, device or .avi as --out fails now, not after the render
     callbacks = callbacks or Callbacks()
     clip = _as_audio(audio)
     if video is not None:

@@ -157,8 +157,10 @@ def main(argv=None) -> int:
             from ..ui.standalone import serve
             serve(args.host, args.port, args.output_dir, models_dir=args.models_dir)
             return 0
+        from ..io.video_writer import check_output_path
         from ..pipeline import Callbacks, generate
         opts = _options(args)
+        check_output_path(args.out)  # before any work (speech synthesis, decoding, the render)
         video = None
         if args.command == "demo":
             image, audio = demo_inputs()

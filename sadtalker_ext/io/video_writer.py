@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -20,12 +21,62 @@ import numpy as np
 from ..errors import OptionError, OutputError
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+#: Output suffix -> container (all hold H.264 + AAC); no suffix writes MP4.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", "": "mp4"}
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Refuse an output path that cannot take a finished video, before any work is done.
+
+    Raises OutputError when ``path`` is an existing folder, device node, FIFO or socket (such a
+    path is never replaced: ``--out /dev/null`` run as root must not replace the system's
+    ``/dev/null``), or when its folder does not exist; OptionError when its suffix names a
+    container other than MP4/M4V/MOV/MKV (``.avi``, ``.gif``, ...). An existing regular file or a
+    symbolic link at ``path`` is fine: it is replaced (a link itself, never its target).
+    Returns ``path`` as a Path.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in CONTAINERS:
+        raise OptionError(f"cannot write a {p.suffix} file: the output is H.264 + AAC video; name it "
+                          f"{p.stem}.mp4 (or .mov, .mkv)")
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {p}: {exc.strerror or exc}; choose another --out") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{p} is a folder; give a file name for the video, e.g. {p / 'video.mp4'}")
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise OutputError(f"{p} is a device, FIFO or socket, not a regular file; it is never replaced: "
+                          f"choose a file name for the video")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} does not exist; create it or choose another --out")
+    return p
+
+
+class AudioBlocks:
+    """Audio for :class:`VideoWriter` as an iterable of float32 [k] blocks (mono, [-1, 1]).
+
+    ``blocks``: a function returning the iterator (called once, when the writer starts), e.g. a
+    decoder reading the speech file again block by block, so the writer never holds it whole.
+    """
+
+    def __init__(self, blocks):
+        self._blocks = blocks
+
+    def __iter__(self):
+        return iter(self._blocks())
 
 
 class VideoWriter:
     """Write RGB frames (uint8 [H, W, 3], even H and W) at ``fps`` with optional mono audio.
 
-    audio: float32 [n] in [-1, 1] at ``sample_rate`` Hz, or None for a silent video.
+    audio: float32 [n] in [-1, 1] at ``sample_rate`` Hz, or None for a silent video; or an
+        :class:`AudioBlocks` (blocks of such samples pulled as the video advances, so long audio
+        is never held whole; its rate must be one AAC stores, see AAC_RATES).
     crf/preset: libx264 quality and speed. Raises OutputError when the file cannot be written.
     """
 
@@ -34,20 +85,18 @@ class VideoWriter:
                  preset: str = "veryfast", threads: int = 0):
         import av
 
-        self.path = Path(path)
+        self.path = check_output_path(path)
         w, h = int(size[0]), int(size[1])
         if w % 2 or h % 2 or w < 2 or h < 2:
             raise OptionError(f"video size must be even, got {w}x{h}")
         self.size = (w, h)
         self.fps = fps if isinstance(fps, int) else Fraction(fps).limit_denominator(1_001_000)
         parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"output folder {parent} does not exist; create it or choose another --out")
         self.tmp = parent / f".{self.path.stem}.{uuid.uuid4().hex[:8]}.part{self.path.suffix or '.mp4'}"
         self._frames = 0
         self._closed = False
         try:
-            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+            self.container = av.open(str(self.tmp), mode="w", format=CONTAINERS[self.path.suffix.lower()])
             vs = self.container.add_stream("libx264", rate=self.fps)
             vs.width, vs.height = w, h
             vs.pix_fmt = "yuv420p"
@@ -55,6 +104,17 @@ class VideoWriter:
             vs.codec_context.time_base = 1 / Fraction(self.fps)
             self.vstream = vs
             self.astream = None
+            self._blocks = None
+            if isinstance(audio, AudioBlocks):
+                if int(sample_rate) not in AAC_RATES:
+                    raise OptionError(f"streamed audio must be at a rate AAC stores, got {sample_rate} Hz")
+                self._blocks, self._pending, audio = iter(audio), np.zeros(0, np.float32), None
+                self.audio, self.rate = None, int(sample_rate)
+                a = self.container.add_stream("aac", rate=self.rate)
+                a.layout = "mono"
+                a.codec_context.time_base = Fraction(1, self.rate)
+                self.astream = a
+                self._audio_pos = 0
             if audio is not None and len(audio) > 0:
                 rate = int(sample_rate)
                 audio = np.asarray(audio, np.float32)
@@ -123,13 +183,17 @@ class VideoWriter:
 
         if self.astream is None:
             return
-        end = min(len(self.audio), int(round(seconds * self.rate)))
+        end = int(round(seconds * self.rate))
+        if self._blocks is None:
+            end = min(len(self.audio), end)
         if end <= self._audio_pos and not flush:
             return
         block = 1024 * 8
         while self._audio_pos < end:
-            stop = min(end, self._audio_pos + block)
-            chunk = self.audio[self._audio_pos:stop]
+            chunk = self._take(min(end, self._audio_pos + block) - self._audio_pos)
+            if len(chunk) == 0:  # a stream that ended early
+                break
+            stop = self._audio_pos + len(chunk)
             af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
             af.sample_rate = self.rate
             af.pts = self._audio_pos
@@ -140,6 +204,26 @@ class VideoWriter:
         if flush:
             for pkt in self.astream.encode(None):
                 self.container.mux(pkt)
+
+    def _take(self, n: int) -> np.ndarray:
+        """The next ``n`` samples of the audio (fewer at its end), from the array or the stream."""
+        if self._blocks is None:
+            return self.audio[self._audio_pos:self._audio_pos + n]
+        parts, got = [], 0
+        while got < n:
+            if not len(self._pending):
+                try:
+                    self._pending = np.asarray(next(self._blocks), np.float32).reshape(-1)
+                except StopIteration:
+                    break
+                continue
+            part = self._pending[:n - got]
+            self._pending = self._pending[len(part):]
+            parts.append(part)
+            got += len(part)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def commit(self) -> Path:
         """Flush the encoders, close the file and move it onto the final path. Returns that path."""
@@ -154,7 +238,11 @@ class VideoWriter:
             self._write_audio_until(self._frames / self.fps, flush=True)
             self.container.close()
             self._closed = True
+            check_output_path(self.path)  # again: a folder or device may have appeared during the run
             os.replace(self.tmp, self.path)
+        except OutputError:
+            self.abort()
+            raise
         except OSError as exc:
             self.abort()
             if exc.errno == errno.ENOSPC:
