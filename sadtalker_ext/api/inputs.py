@@ -32,6 +32,37 @@ class PayloadTooLarge(InputError):
     http_status = 413
 
 
+class MalformedRequest(InputError):
+    """The request body is not the JSON object expected, e.g. nested too deep (HTTP 400)."""
+
+    http_status = 400
+
+
+#: Deepest nesting of lists/objects accepted in a request (the ``refine`` schedule needs 5).
+MAX_JSON_DEPTH = 32
+
+
+def check_depth(obj: Any, what: str = "the request") -> None:
+    """MalformedRequest when lists/objects in ``obj`` nest deeper than MAX_JSON_DEPTH (no recursion)."""
+    from ..refine.keyframes import json_depth_ok
+
+    if not json_depth_ok(obj, MAX_JSON_DEPTH):
+        raise MalformedRequest(f"{what} is JSON nested deeper than {MAX_JSON_DEPTH} levels; send a flat "
+                               f"object of options")
+
+
+def loads(text, what: str = "the request body"):
+    """``json.loads`` that answers hostile JSON with a 4xx: invalid -> InputError, nested beyond
+    the parser's recursion limit or MAX_JSON_DEPTH -> MalformedRequest."""
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise MalformedRequest(f"{what} is JSON nested deeper than {MAX_JSON_DEPTH} levels; send a flat "
+                               f"object of options") from None
+    check_depth(obj, what)
+    return obj
+
+
 class UnsupportedMediaType(InputError):
     """Wrong content type of the request or of a file (HTTP 415)."""
 
@@ -215,19 +246,23 @@ def parse_options(raw: Any, host=None) -> GenerateOptions:
         raw = {}
     if isinstance(raw, (bytes, str)):
         try:
-            raw = json.loads(raw)
+            raw = loads(raw, "'options'")
         except ValueError:
             raise OptionError("'options' must be a JSON object, e.g. {\"size\": 256}") from None
+    check_depth(raw, "'options'")
     if not isinstance(raw, Mapping):
         raise OptionError("'options' must be a JSON object, e.g. {\"size\": 256}")
     refused = sorted(k for k in raw if is_path_option(str(k)))
     if refused:
-        raise OptionError(f"option(s) {', '.join(refused)} name files on the server, which the API "
+        raise OptionError(f"option(s) {names_list(refused)} name files on the server, which the API "
                           f"never reads; leave them out")
     for name in sorted(PATH_OR_DATA_OPTIONS & set(raw)):
         if isinstance(raw[name], str):
             raise OptionError(f"'{name}' must be the JSON object itself, not a file name: the API never "
                               f"reads files on the server")
+    if raw.get("refine") is not None:  # the schedule is checked now, not when the job's turn comes
+        from ..refine.keyframes import KeyframeSchedule
+        KeyframeSchedule.from_dict(raw["refine"])
     data = host_option_defaults(host)
     data.update(raw)
     tuple_fields = {f.name for f in fields(GenerateOptions) if isinstance(f.default, tuple)}
@@ -260,14 +295,21 @@ class GenerateRequestData:
     source: Dict[str, Any] = field(default_factory=dict)
 
 
+def names_list(names, shown: int = 5) -> str:
+    """Client-given names for a one-line message: the first ``shown``, each cut to 40 characters."""
+    names = sorted((str(n) for n in names), key=lambda n: (len(n), n))
+    text = ", ".join(n if len(n) <= 40 else n[:37] + "..." for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def _check_fields(names) -> None:
     unknown = [n for n in names if n not in REQUEST_FIELDS]
     pathy = [n for n in unknown if is_path_option(n) or "path" in n.lower()]
     if pathy:
-        raise InputError(f"field(s) {', '.join(sorted(pathy))} name files on the server, which the API never "
+        raise InputError(f"field(s) {names_list(pathy)} name files on the server, which the API never "
                          f"reads; send 'image' and 'audio' as file bytes (base64 in JSON, or multipart)")
     if unknown:
-        raise InputError(f"unknown field(s) {', '.join(sorted(unknown))}; send {', '.join(REQUEST_FIELDS)}")
+        raise InputError(f"unknown field(s) {names_list(unknown)}; send {', '.join(REQUEST_FIELDS)}")
 
 
 def _finish(image: bytes, audio: bytes, options: GenerateOptions, return_video: bool,
@@ -284,6 +326,7 @@ def request_from_json(obj: Any, host=None, limits: Limits = Limits()) -> Generat
     """Validate a JSON body ``{"image": b64, "audio": b64, "options": {...}, "return_video": bool}``."""
     if not isinstance(obj, Mapping):
         raise InputError("the body must be a JSON object with 'image' and 'audio' (base64) and 'options'")
+    check_depth(obj, "the request body")
     _check_fields(obj.keys())
     for name in ("image", "audio"):
         if name not in obj:

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import AuthenticationError, DependencyError, InputError, TalkingHeadError
 from .auth import CredentialsArg, check_credentials, parse_credentials
-from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType,
+from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType, loads,
                      request_from_form, request_from_json)
 from .queue import JobQueue, QueueFull
 from .schemas import ErrorResponse, GenerateRequest, GenerateResponse, ModelsResponse, json_schema
@@ -110,7 +110,7 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
     router = APIRouter(prefix=prefix)
 
     def run(ticket: int, req: GenerateRequestData) -> Dict[str, Any]:
-        from ..audio.decode import load_audio
+        from ..audio.decode import load_audio, probe_audio
         from ..io.image import load_image
         from ..jobs import run_job
 
@@ -121,15 +121,20 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
                 image_path.write_bytes(req.image)
                 audio_path = tmp / "upload-audio"
                 audio_path.write_bytes(req.audio)
-                image = load_image(image_path)
-                clip = load_audio(audio_path)
+                req.image = req.audio = b""  # the files hold them now
+                probe_audio(audio_path)  # header only: a bad rate or length is refused before queueing
             except BaseException:
                 queue.abandon(ticket)
                 raise
+            # decoded only when this request's turn comes: waiting requests hold their files' bytes
+            # on disk, not decoded pixels (an 8192x8192 portrait is 200 MB decoded)
+            with queue.turn(ticket):
+                image = load_image(image_path)
+                clip = load_audio(audio_path)
+                shutil.rmtree(tmp, ignore_errors=True)
+                job = run_job(host, image, clip, req.options, source_info=req.source)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        with queue.turn(ticket):
-            job = run_job(host, image, clip, req.options, source_info=req.source)
         video = base64.b64encode(job.path.read_bytes()).decode("ascii") if req.return_video else None
         res = job.result
         return {"video": video, "filename": job.path.name, "sidecar": job.sidecar.name, "engine": res.engine,
@@ -146,7 +151,7 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
             if ctype == "application/json" or ctype.endswith("+json"):
                 body = await _read_body(request, limits.body_bytes(base64_encoded=True))
                 try:
-                    obj = json.loads(body)
+                    obj = loads(body)
                 except ValueError:
                     raise InputError("the request body is not valid JSON") from None
                 req = request_from_json(obj, host, limits)

@@ -15,6 +15,27 @@ from ..errors import AudioError
 
 ANALYSIS_RATE = 16000
 MAX_AUDIO_SECONDS = 30 * 60.0
+#: Sample rates accepted (Hz): telephone-band 4 kHz up to 192 kHz studio audio. A file claiming
+#: another rate (10,000,019 Hz, 2^31-1 Hz, 1 Hz) is refused before decoding: resampling from it
+#: would need a filter of millions of taps, or make a 400-byte file last minutes.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 192000
+
+
+def check_rate(rate, what: str = "the audio") -> int:
+    """``rate`` as an int when it is a whole number of Hz in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, else AudioError."""
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioError(f"{what}'s sample rate must be a positive whole number of Hz, got {rate!r}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{what} claims a sample rate of {int(rate)} Hz; rates from {MIN_SAMPLE_RATE} to "
+                         f"{MAX_SAMPLE_RATE} Hz are supported: convert it (e.g. ffmpeg -i in -ar 48000 out.wav)")
+    return int(rate)
+
+
+def check_duration(num_samples: int, rate: int, max_seconds: float = MAX_AUDIO_SECONDS, what: str = "the audio"):
+    """AudioError when ``num_samples`` at ``rate`` Hz last longer than ``max_seconds``."""
+    if num_samples > max_seconds * rate:
+        raise AudioError(f"{what} is longer than {max_seconds / 60:.0f} minutes; split it into shorter parts")
 
 
 @dataclass(frozen=True)
@@ -70,32 +91,80 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
                 raise AudioError(f"{p.name} has no audio track; give a file with speech in it")
             stream = streams[0]
             rate = stream.codec_context.sample_rate or stream.rate
-            # Convert every decoded frame to planar float mono at the stream's own rate.
+            if not rate:
+                raise AudioError(f"{p.name} has no sample rate; give a valid wav/mp3/flac/ogg/m4a file")
+            rate = check_rate(rate, p.name)
+            # Convert every decoded frame to planar float mono at the stream's own rate, straight
+            # into one buffer sized from the container's duration (no list of small chunks, which
+            # fragments the heap: RSS stays at the clip's size).
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            limit = int(max_seconds * rate)
+            estimate = None
+            if stream.duration and stream.time_base:
+                estimate = float(stream.duration * stream.time_base) * rate
+            elif container.duration:
+                estimate = container.duration / 1e6 * rate
+            buf = np.empty(int(min(limit, estimate or 60 * rate) * 1.02) + 16384, np.float32)
             total = 0
-            limit = int(max_seconds * rate) if rate else None
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
+
+            def put(frames):
+                nonlocal buf, total
+                for out in frames:
                     arr = out.to_ndarray().reshape(-1)
-                    chunks.append(arr.astype(np.float32, copy=True))
+                    if total + arr.size > buf.size:
+                        grown = np.empty(max(2 * buf.size, total + arr.size), np.float32)
+                        grown[:total] = buf[:total]
+                        buf = grown
+                    buf[total:total + arr.size] = arr
                     total += arr.size
-                if limit is not None and total > limit:
-                    raise AudioError(f"{p.name} is longer than {max_seconds / 60:.0f} minutes; "
-                                     "split it into shorter parts")
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1).astype(np.float32, copy=True))
+
+            for frame in container.decode(stream):
+                put(resampler.resample(frame))
+                if total > limit:
+                    check_duration(total, rate, max_seconds, p.name)
+            put(resampler.resample(None))
+            chunks.append(buf[:total])
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:  # PyAV raises these on bad data
         raise AudioError(f"cannot decode audio {p.name} ({type(exc).__name__}); "
                          "give a valid wav/mp3/flac/ogg/m4a file") from exc
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    samples = chunks[0] if chunks else np.zeros(0, np.float32)
     if samples.size == 0 or not rate:
         raise AudioError(f"audio file {p.name} holds no samples; give a recording with speech")
     if not np.all(np.isfinite(samples)):
-        samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     np.clip(samples, -1.0, 1.0, out=samples)
     return AudioClip(samples=samples, sample_rate=int(rate), source=p.name)
+
+
+def probe_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> int:
+    """Check an audio file's header without decoding it; returns its sample rate (Hz).
+
+    Raises AudioError when the file cannot be opened, has no audio track, claims a sample rate
+    outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, or its header says it lasts over ``max_seconds``.
+    Cheap (no samples are decoded): the HTTP API runs it before a request joins the queue.
+    """
+    import av
+
+    p = Path(path)
+    try:
+        with av.open(str(p), mode="r") as container:
+            streams = [s for s in container.streams if s.type == "audio"]
+            if not streams:
+                raise AudioError(f"{p.name} has no audio track; give a file with speech in it")
+            stream = streams[0]
+            rate = check_rate(stream.codec_context.sample_rate or stream.rate or 0, p.name)
+            seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                       else (container.duration or 0) / 1e6)
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:  # PyAV raises these on bad data
+        raise AudioError(f"cannot decode audio {p.name} ({type(exc).__name__}); "
+                         "give a valid wav/mp3/flac/ogg/m4a file") from exc
+    if seconds > max_seconds:
+        raise AudioError(f"{p.name} is longer than {max_seconds / 60:.0f} minutes; split it into shorter parts")
+    return rate
 
 
 def checked_clip(clip: AudioClip) -> AudioClip:
@@ -107,13 +176,13 @@ def checked_clip(clip: AudioClip) -> AudioClip:
     """
     samples = np.asarray(clip.samples)
     rate = clip.sample_rate
-    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise AudioError(f"the audio clip's sample rate must be a positive whole number of Hz, got {rate!r}")
+    rate = check_rate(rate, "the audio clip")
     if samples.ndim != 1:
         raise AudioError(f"the audio clip must be mono samples [n], got shape {samples.shape}; average the "
                          "channels first")
     if samples.size == 0:
         raise AudioError("the audio clip holds no samples; give a recording with speech")
+    check_duration(samples.size, rate, what="the audio clip")
     if samples.dtype.kind in "iu":
         info = np.iinfo(samples.dtype)
         mid = (int(info.max) + int(info.min) + 1) / 2.0
@@ -126,6 +195,6 @@ def checked_clip(clip: AudioClip) -> AudioClip:
         samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
     if samples.size and (samples.max() > 1.0 or samples.min() < -1.0):
         samples = np.clip(samples, -1.0, 1.0)
-    if samples is clip.samples and int(rate) == rate and type(rate) is int:
+    if samples is clip.samples and type(clip.sample_rate) is int:
         return clip
     return AudioClip(samples=samples, sample_rate=int(rate), source=clip.source)

@@ -93,6 +93,19 @@ def _open(path: Path):
     return container, stream
 
 
+def _check_still_image(path: Path) -> None:
+    """A still picture given as the video (one frame, looped) must pass the checks of ``--image``:
+    a truncated or damaged JPEG/PNG is refused (FFmpeg would decode its first rows and grey out
+    the rest). Raises VideoError."""
+    from ..errors import ImageError
+    from ..io.image import load_image
+
+    try:
+        load_image(path)
+    except ImageError as exc:
+        raise VideoError(f"{exc.message} (given as --video)") from None
+
+
 class VideoSourceEngine:
     """Frames of an existing video, looped forward-backward to the audio's length (see module doc).
 
@@ -115,6 +128,8 @@ class VideoSourceEngine:
             raise VideoError(f"video file not found: {self.path}; give the path of an existing video")
         container, stream = _open(self.path)
         try:
+            if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+                _check_still_image(self.path)
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             w, h = stream.codec_context.width, stream.codec_context.height
             frames = int(stream.frames or 0)

@@ -64,6 +64,7 @@ import bisect
 import json
 import math
 import os
+import reprlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -83,6 +84,50 @@ INTERPOLATIONS = ("linear", "hold", "ease")
 MODES = ("every", "keyframes")
 FLOWS = ("dis", "farneback")
 SCHEMA_VERSION = 1
+#: Latest keyframe accepted: 24 hours (``time`` in seconds) or that many frames at 120 fps.
+MAX_TIME_S = 24 * 3600.0
+MAX_FRAME = int(MAX_TIME_S * 120)
+#: Deepest nesting of lists/objects a keyframes JSON may have (a schedule needs 4).
+MAX_JSON_DEPTH = 32
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 3, 60, 60, 6, 6
+
+
+def _short(value: Any) -> str:
+    """A bounded repr of a (possibly hostile) value: at most a few nesting levels and ~60 characters."""
+    try:
+        return _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr raises is still described
+        return f"<{type(value).__name__}>"
+
+
+def _real(value: Any) -> Optional[float]:
+    """``value`` as a finite float when it is a real number (not bool), else None (never raises)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    try:
+        v = float(value)
+    except (OverflowError, ValueError):  # an int with hundreds of digits
+        return None
+    return v if math.isfinite(v) else None
+
+
+def json_depth_ok(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when lists/dicts in ``data`` nest at most ``limit`` deep (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((c, depth + 1) for c in children)
+    return True
 
 
 @dataclass(frozen=True)
@@ -122,20 +167,18 @@ def _check_value(name: str, value: Any, where: str) -> Any:
     spec = FIELD_SPECS[name]
     if spec.kind in ("text", "choice"):
         if not isinstance(value, str):
-            raise OptionError(f"{where}: {name} must be text, got {value!r}")
+            raise OptionError(f"{where}: {name} must be text, got {_short(value)}")
         if spec.kind == "choice" and value not in spec.choices:
-            raise OptionError(f"{where}: {name} {value!r} is not valid; use one of {', '.join(spec.choices)}")
+            raise OptionError(f"{where}: {name} {_short(value)} is not valid; use one of {', '.join(spec.choices)}")
         if name == "sampler" and not value.strip():
             raise OptionError(f"{where}: sampler must be a sampler name such as 'Euler a'")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise OptionError(f"{where}: {name} must be a number in {spec.lo:g}..{spec.hi:g}, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or not spec.lo <= v <= spec.hi:
-        raise OptionError(f"{where}: {name} must be a number in {spec.lo:g}..{spec.hi:g}, got {value!r}")
+    v = _real(value)
+    if v is None or not spec.lo <= v <= spec.hi:
+        raise OptionError(f"{where}: {name} must be a number in {spec.lo:g}..{spec.hi:g}, got {_short(value)}")
     if spec.kind == "int":
         if v != math.floor(v):
-            raise OptionError(f"{where}: {name} must be a whole number, got {value!r}")
+            raise OptionError(f"{where}: {name} must be a whole number, got {_short(value)}")
         return int(v)
     return v
 
@@ -148,9 +191,9 @@ def _check_interpolation(mapping: Any, where: str) -> Dict[str, str]:
     out = {}
     for k, v in mapping.items():
         if k not in FIELD_SPECS:
-            raise OptionError(f"{where}: interpolation names unknown field {k!r}; fields: {', '.join(FIELD_SPECS)}")
-        if v not in INTERPOLATIONS:
-            raise OptionError(f"{where}: interpolation {v!r} for {k} is not valid; use one of "
+            raise OptionError(f"{where}: interpolation names unknown field {_short(k)}; fields: {', '.join(FIELD_SPECS)}")
+        if not isinstance(v, str) or v not in INTERPOLATIONS:
+            raise OptionError(f"{where}: interpolation {_short(v)} for {k} is not valid; use one of "
                               f"{', '.join(INTERPOLATIONS)}")
         if not FIELD_SPECS[k].numeric and v != "hold":
             raise OptionError(f"{where}: {k} is text and changes at its keyframe; only 'hold' applies to it")
@@ -197,9 +240,9 @@ class RefineParams:
     def from_dict(cls, data: dict, where: str = "defaults") -> "RefineParams":
         if not isinstance(data, dict):
             raise OptionError(f"{where} must be a JSON object of field: value")
-        unknown = sorted(set(data) - set(FIELD_SPECS))
+        unknown = sorted(str(k) for k in data if k not in FIELD_SPECS)
         if unknown:
-            raise OptionError(f"{where}: unknown field(s) {', '.join(unknown)}; fields: {', '.join(FIELD_SPECS)}")
+            raise OptionError(f"{where}: unknown field(s) {_short(unknown)}; fields: {', '.join(FIELD_SPECS)}")
         return cls(**data).validate(where)
 
 
@@ -229,15 +272,14 @@ class Keyframe:
         if (self.time is None) == (self.frame is None):
             raise OptionError(f"{where}: give exactly one of time (seconds) or frame (index)")
         if self.time is not None:
-            if isinstance(self.time, bool) or not isinstance(self.time, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(float(self.time)) or float(self.time) < 0:
-                raise OptionError(f"{where}: time must be seconds >= 0, got {self.time!r}")
-            self.time = float(self.time)
+            t = _real(self.time)
+            if t is None or not 0 <= t <= MAX_TIME_S:
+                raise OptionError(f"{where}: time must be seconds >= 0 (at most {MAX_TIME_S:g}), got {_short(self.time)}")
+            self.time = t
         else:
-            f = self.frame
-            if isinstance(f, bool) or not isinstance(f, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(float(f)) or float(f) < 0 or float(f) != math.floor(float(f)):
-                raise OptionError(f"{where}: frame must be a whole number >= 0, got {f!r}")
+            f = _real(self.frame)
+            if f is None or not 0 <= f <= MAX_FRAME or f != math.floor(f):
+                raise OptionError(f"{where}: frame must be a whole number in 0..{MAX_FRAME}, got {_short(self.frame)}")
             self.frame = int(f)
         for name in FIELD_SPECS:
             v = getattr(self, name)
@@ -270,9 +312,9 @@ class Keyframe:
         if not isinstance(data, dict):
             raise OptionError(f"{where} must be a JSON object such as {{\"time\": 1.5, \"denoising_strength\": 0.3}}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            raise OptionError(f"{where}: unknown key(s) {', '.join(unknown)}; keys: {', '.join(sorted(known))}")
+            raise OptionError(f"{where}: unknown key(s) {_short(unknown)}; keys: {', '.join(sorted(known))}")
         return cls(**data).validate(where)
 
 
@@ -318,16 +360,16 @@ class KeyframeSchedule:
         self.defaults.validate("defaults")
         self.interpolation = _check_interpolation(self.interpolation, "schedule")
         if self.mode not in MODES:
-            raise OptionError(f"refine mode {self.mode!r} is not valid; use one of {', '.join(MODES)}")
+            raise OptionError(f"refine mode {_short(self.mode)} is not valid; use one of {', '.join(MODES)}")
         if self.flow not in FLOWS:
-            raise OptionError(f"flow {self.flow!r} is not valid; use one of {', '.join(FLOWS)}")
+            raise OptionError(f"flow {_short(self.flow)} is not valid; use one of {', '.join(FLOWS)}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 64:
-            raise OptionError(f"batch_size must be a whole number in 1..64, got {self.batch_size!r}")
+            raise OptionError(f"batch_size must be a whole number in 1..64, got {_short(self.batch_size)}")
         if not isinstance(self.same_noise, bool):
-            raise OptionError(f"same_noise must be true or false, got {self.same_noise!r}")
+            raise OptionError(f"same_noise must be true or false, got {_short(self.same_noise)}")
         mb = self.max_buffer_mb
         if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 16 <= mb <= 65536:
-            raise OptionError(f"max_buffer_mb must be a number in 16..65536, got {mb!r}")
+            raise OptionError(f"max_buffer_mb must be a number in 16..65536, got {_short(mb)}")
         kfs = []
         for i, kf in enumerate(self.keyframes):
             where = f"keyframe {i + 1}"
@@ -345,18 +387,20 @@ class KeyframeSchedule:
     @classmethod
     def from_dict(cls, data: Any) -> "KeyframeSchedule":
         """From a parsed JSON object (or a bare list of keyframes). Raises OptionError."""
+        if not json_depth_ok(data):
+            raise OptionError(f"keyframes JSON is nested deeper than {MAX_JSON_DEPTH} levels; a schedule needs 4")
         if isinstance(data, list):
             data = {"keyframes": data}
         if not isinstance(data, dict):
             raise OptionError("a keyframes file must hold a JSON object with a \"keyframes\" list, or a list")
         data = dict(data)
         version = data.pop("version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise OptionError(f"keyframes file version {version!r} is not supported; this version reads {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            raise OptionError(f"keyframes file version {_short(version)} is not supported; this version reads {SCHEMA_VERSION}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
-            raise OptionError(f"keyframes file: unknown key(s) {', '.join(unknown)}; keys: version, "
+            raise OptionError(f"keyframes file: unknown key(s) {_short(unknown)}; keys: version, "
                               f"{', '.join(sorted(known))}")
         kfs = data.get("keyframes", [])
         if not isinstance(kfs, list):
@@ -374,6 +418,9 @@ class KeyframeSchedule:
             data = json.loads(text)
         except (json.JSONDecodeError, TypeError) as exc:
             raise OptionError(f"keyframes JSON is not valid: {exc}") from None
+        except RecursionError:  # json's parser recurses per nesting level
+            raise OptionError(f"keyframes JSON is nested deeper than {MAX_JSON_DEPTH} levels; a schedule "
+                              f"needs 4") from None
         return cls.from_dict(data)
 
     @classmethod
