@@ -568,3 +568,19 @@ def test_truncated_jpeg_is_refused_as_video_like_as_image(tmp_path, astronaut, s
     with pytest.raises(VideoError):
         from sadtalker_ext.engines.video import VideoSourceEngine
         VideoSourceEngine(p)
+
+
+def test_wav_naming_an_undecodable_sample_format_is_one_line(tmp_path, api_client, astronaut):
+    """Found by tests/test_fuzz_api.py: a WAV header saying IEEE float with 8 bits per sample has
+    no FFmpeg decoder; PyAV gives the stream no codec context (AttributeError, HTTP 500 before)."""
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 16000, 1, 8)
+    blob = b"RIFF$\x00\x00\x00WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", 0)
+    p = tmp_path / "float8.wav"
+    p.write_bytes(blob)
+    with pytest.raises(AudioError) as e:
+        load_audio(p)
+    assert one_line(e.value.message)
+    client, host = api_client
+    r = client.post(URL, files={"image": ("p.png", _png(astronaut)), "audio": ("a.wav", blob)},
+                    data={"options": json.dumps(LITE), "return_video": "false"})
+    assert _is_4xx_one_line(r, 422), r.text[:300]

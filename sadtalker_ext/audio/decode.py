@@ -22,6 +22,17 @@ MIN_SAMPLE_RATE = 4000
 MAX_SAMPLE_RATE = 192000
 
 
+def _first_audio_stream(container, name: str):
+    """The file's first audio stream; AudioError when there is none or FFmpeg has no decoder for it
+    (e.g. a WAV header naming 8-bit float samples: PyAV then gives no codec context)."""
+    streams = [s for s in container.streams if s.type == "audio"]
+    if not streams:
+        raise AudioError(f"{name} has no audio track; give a file with speech in it")
+    if streams[0].codec_context is None:
+        raise AudioError(f"{name}: its audio encoding cannot be decoded; give a wav/mp3/flac/ogg/m4a file")
+    return streams[0]
+
+
 def check_rate(rate, what: str = "the audio") -> int:
     """``rate`` as an int when it is a whole number of Hz in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, else AudioError."""
     if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)) or rate <= 0:
@@ -86,10 +97,7 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
     rate = None
     try:
         with av.open(str(p), mode="r") as container:
-            streams = [s for s in container.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(f"{p.name} has no audio track; give a file with speech in it")
-            stream = streams[0]
+            stream = _first_audio_stream(container, p.name)
             rate = stream.codec_context.sample_rate or stream.rate
             if not rate:
                 raise AudioError(f"{p.name} has no sample rate; give a valid wav/mp3/flac/ogg/m4a file")
@@ -150,10 +158,7 @@ def probe_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECON
     p = Path(path)
     try:
         with av.open(str(p), mode="r") as container:
-            streams = [s for s in container.streams if s.type == "audio"]
-            if not streams:
-                raise AudioError(f"{p.name} has no audio track; give a file with speech in it")
-            stream = streams[0]
+            stream = _first_audio_stream(container, p.name)
             rate = check_rate(stream.codec_context.sample_rate or stream.rate or 0, p.name)
             seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
                        else (container.duration or 0) / 1e6)

@@ -89,6 +89,9 @@ def _open(path: Path):
         container.close()
         raise VideoError(f"{path.name} has no video track; give a video file for --video")
     stream = streams[0]
+    if stream.codec_context is None:  # FFmpeg has no decoder for it
+        container.close()
+        raise VideoError(f"{path.name}: its video encoding cannot be decoded; give an mp4/mov/mkv/webm file")
     stream.thread_type = "AUTO"
     return container, stream
 
