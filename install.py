@@ -58,7 +58,9 @@ TEST = [("pytest", "pytest>=7"),
         ("gradio", "gradio==3.41.2"), ("playwright", "playwright>=1.40"),
         # img2img refinement's standalone backend (tests run it on a tiny offline pipeline); neither
         # pulls torch (it is optional for both), pip resolves typer 0.28 beside pydantic 1
-        ("diffusers", "diffusers>=0.27"), ("transformers", "transformers>=4.40")]
+        ("diffusers", "diffusers>=0.27"), ("transformers", "transformers>=4.40"),
+        # property-based fuzzing of the API's JSON options and of image/audio headers
+        ("hypothesis", "hypothesis>=6.100,<7")]
 HOST_OWNED = {"torch", "torchvision", "gradio", "numpy", "pydantic", "fastapi"}
 
 #: mediapipe releases for a host, by its protobuf: (release, its protobuf range, the dependencies we
