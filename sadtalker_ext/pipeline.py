@@ -22,12 +22,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .audio.decode import AudioClip, checked_clip, load_audio
+from .audio.decode import AudioClip, checked_clip, iter_audio, load_audio
 from .engines import get_engine
 from .engines.base import FrameChunk, RunContext, Stage
 from .errors import GenerationInterrupted
 from .io.image import load_image, to_rgb8
-from .io.video_writer import VideoWriter, check_output_path
+from .io.video_writer import AAC_RATES, AudioBlocks, VideoWriter, check_output_path
 from .memory import oom_guard
 from .options import GenerateOptions
 
@@ -136,7 +136,16 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         chunks = stage(chunks, ctx)
     size = eng.output_size(source)
     done = 0
-    with VideoWriter(out, size, fps, audio=clip.samples, sample_rate=clip.sample_rate,
+    writer_audio = clip.samples
+    duration = clip.duration
+    if (isinstance(audio, (str, os.PathLike)) and not stages and not getattr(eng, "audio_in_frames", True)
+            and clip.sample_rate in AAC_RATES):
+        # The engine is done with the audio (motion holds per-frame values): the writer decodes
+        # the file again as it muxes, so memory does not grow with the speech's length.
+        src, rate = audio, clip.sample_rate
+        writer_audio = AudioBlocks(lambda: iter_audio(src, rate))
+        ctx.audio = clip = AudioClip(np.zeros(1, np.float32), rate, clip.source)
+    with VideoWriter(out, size, fps, audio=writer_audio, sample_rate=clip.sample_rate,
                      crf=options.crf) as writer:
         for chunk in chunks:
             writer.write(chunk.frames)
@@ -146,7 +155,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
             _check_stop(callbacks)
         path = writer.commit()
     ctx.info.pop("phoneme_events", None)
-    return Result(path=path, num_frames=done, duration=clip.duration, size=size, engine=eng.name,
+    return Result(path=path, num_frames=done, duration=duration, size=size, engine=eng.name,
                   seconds=time.perf_counter() - t0, info=dict(ctx.info))
 
 

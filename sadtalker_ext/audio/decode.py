@@ -146,6 +146,32 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
     return AudioClip(samples=samples, sample_rate=int(rate), source=p.name)
 
 
+def iter_audio(path: str | os.PathLike, rate: int):
+    """The samples :func:`load_audio` gives for ``path`` (mono float32 at ``rate`` Hz, NaN -> 0,
+    clipped to [-1, 1]), decoded again block by block (a few thousand samples each), so that a
+    consumer (the video writer muxing a long speech) never holds the whole track.
+    Raises AudioError when the file cannot be decoded (it could be when it was loaded)."""
+    import av
+
+    p = Path(path)
+    try:
+        with av.open(str(p), mode="r") as container:
+            stream = [s for s in container.streams if s.type == "audio"][0]
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=int(rate))
+            frames = container.decode(stream)
+            while True:
+                frame = next(frames, None)
+                for out in resampler.resample(frame):
+                    x = out.to_ndarray().reshape(-1).astype(np.float32, copy=True)
+                    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+                    yield np.clip(x, -1.0, 1.0, out=x)
+                if frame is None:
+                    return
+    except (av.error.FFmpegError, ValueError, OSError, IndexError) as exc:  # the file changed since it was loaded
+        raise AudioError(f"cannot decode audio {p.name} again ({type(exc).__name__}); keep the file in "
+                         f"place until the video is written") from exc
+
+
 def probe_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> int:
     """Check an audio file's header without decoding it; returns its sample rate (Hz).
 

@@ -60,6 +60,11 @@ def _split_points(x16: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
+def _pcm16(x: np.ndarray) -> bytes:
+    """16-bit PCM bytes of float samples in [-1, 1]."""
+    return (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
 def _clean_text(text: str) -> str:
     words = re.findall(r"[a-z']+", text.lower())
     return " ".join(words)
@@ -97,11 +102,10 @@ def _align_spans(x16: np.ndarray, transcript: str | None) -> list[tuple[str, flo
         decoder = _decoder()
     except ImportError:
         return None
-    pcm = (np.clip(x16, -1, 1) * 32767).astype(np.int16)
     segments = _split_points(x16)
     spans: list[tuple[str, float, float]] = []
     for s0, s1 in segments:
-        raw = pcm[s0:s1].tobytes()
+        raw = _pcm16(x16[s0:s1])  # per segment: no whole-length int16 copy of long audio
         text = _clean_text(transcript) if (transcript and len(segments) == 1) else None
         try:
             text = text or _recognise(decoder, raw)
@@ -233,7 +237,7 @@ def _find_spec(name: str):
 def align_words(x16: np.ndarray, transcript: str | None = None) -> list[tuple[str, float, float]]:
     """Word spans (word, start s, end s) from the same alignment, silences excluded."""
     decoder = _decoder()
-    pcm = (np.clip(x16, -1, 1) * 32767).astype(np.int16).tobytes()
+    pcm = _pcm16(x16)
     text = (_clean_text(transcript) if transcript else None) or _recognise(decoder, pcm)
     if not text:
         return []

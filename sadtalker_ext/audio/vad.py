@@ -53,15 +53,15 @@ def _silero_window_probs(x16: np.ndarray) -> np.ndarray | None:
     if sess is None:
         return None
     n = int(np.ceil(len(x16) / WINDOW)) if len(x16) else 0
-    padded = np.zeros(n * WINDOW, np.float32)
-    padded[: len(x16)] = x16
     state = np.zeros((2, 1, 128), np.float32)
     context = np.zeros((1, CONTEXT), np.float32)
     sr = np.array(VAD_RATE, dtype=np.int64)
     probs = np.empty(n, np.float32)
-    for i in range(n):
-        chunk = padded[i * WINDOW:(i + 1) * WINDOW][None, :]
-        x = np.concatenate([context, chunk], axis=1)
+    for i in range(n):  # windows are read from x16 in place (the last one zero-padded): no copy of the audio
+        chunk = x16[i * WINDOW:(i + 1) * WINDOW]
+        x = np.zeros((1, CONTEXT + WINDOW), np.float32)
+        x[0, :CONTEXT] = context
+        x[0, CONTEXT:CONTEXT + len(chunk)] = chunk
         out, state = sess.run(None, {"input": x, "state": state, "sr": sr})
         probs[i] = float(out.reshape(-1)[0])
         context = x[:, -CONTEXT:]
@@ -70,9 +70,13 @@ def _silero_window_probs(x16: np.ndarray) -> np.ndarray | None:
 
 def _energy_window_probs(x16: np.ndarray) -> np.ndarray:
     n = max(1, int(np.ceil(len(x16) / WINDOW)))
-    padded = np.zeros(n * WINDOW, np.float32)
-    padded[: len(x16)] = x16
-    rms = np.sqrt(np.mean(padded.reshape(n, WINDOW) ** 2, axis=1) + 1e-12)
+    rms = np.empty(n, np.float32)
+    step = 4096  # windows per block: no whole-length temporaries
+    for b in range(0, n, step):
+        block = np.zeros((min(step, n - b) * WINDOW), np.float32)
+        part = x16[b * WINDOW:(b + step) * WINDOW]
+        block[:len(part)] = part
+        rms[b:b + step] = np.sqrt(np.mean(block.reshape(-1, WINDOW) ** 2, axis=1) + 1e-12)
     db = 20 * np.log10(rms + 1e-9)
     floor = np.percentile(db, 10)
     return np.clip((db - floor - 10.0) / 10.0, 0.0, 1.0).astype(np.float32)
@@ -88,12 +92,13 @@ def detect_voice(x16: np.ndarray, num_frames: int, fps: float = 25.0, *,
     """
     probs = None
     used = "energy"
-    if method in ("auto", "silero") and len(x16) > 0 and np.max(np.abs(x16)) > 1e-4:
+    peak = max(float(x16.max()), -float(x16.min())) if len(x16) else 0.0  # no |x| temporary
+    if method in ("auto", "silero") and len(x16) > 0 and peak > 1e-4:
         probs = _silero_window_probs(x16)
         if probs is not None:
             used = "silero"
     if probs is None:
-        probs = _energy_window_probs(x16) if np.max(np.abs(x16), initial=0) > 1e-4 else \
+        probs = _energy_window_probs(x16) if peak > 1e-4 else \
             np.zeros(max(1, int(np.ceil(len(x16) / WINDOW))), np.float32)
     # each 32 ms window belongs to the video frame that holds its centre; a frame takes its max
     t_win = (np.arange(len(probs)) + 0.5) * WINDOW / VAD_RATE

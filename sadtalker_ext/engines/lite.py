@@ -37,6 +37,9 @@ class LiteEngine:
     """See module docstring. Stateless between runs; ``prepare`` builds the per-portrait model."""
 
     name = "lite"
+    #: frames() never reads ctx.audio (motion() turned it into per-frame values), so the pipeline
+    #: may drop the decoded speech before rendering.
+    audio_in_frames = False
 
     def prepare(self, image: np.ndarray, options: GenerateOptions) -> LiteSource:
         face = find_face(image, options.face_index)
