@@ -648,3 +648,17 @@ def test_decoded_speech_is_not_held_while_the_lite_engine_renders(tmp_path, astr
     held = pipeline.generate(astronaut, real_load(wav), tmp_path / "held.mp4", GenerateOptions(**LITE))
     assert streamed.duration == held.duration == 2.0
     assert (tmp_path / "streamed.mp4").read_bytes() == (tmp_path / "held.mp4").read_bytes()
+
+
+def test_async_jobs_api_refuses_nested_json_and_absurd_rates_at_submission(api_client, astronaut):
+    """The asynchronous routes (POST /jobs) answer like /generate: nested JSON 400, a WAV claiming
+    10,000,019 Hz 422 at submission (not a job that fails later), nothing left in the output folder."""
+    client, host = api_client
+    jobs = URL.rsplit("/", 1)[0] + "/jobs"
+    body = '{"image": "x", "audio": "y", "options": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = client.post(jobs, content=body.encode(), headers={"content-type": "application/json"})
+    assert _is_4xx_one_line(r, 400), r.text[:300]
+    r = client.post(jobs, json={"image": _b64(_png(astronaut)), "audio": _b64(wav_claiming(10_000_019)),
+                                "options": LITE})
+    assert _is_4xx_one_line(r, 422) and "10000019 Hz" in r.json()["detail"], r.text[:300]
+    assert not any(host.output_dir().iterdir())

@@ -109,15 +109,20 @@ class JobStore:
             placeholder = AsyncJob(id=job_id, owner=owner, request=None, folder=Path(), image_path=Path(),
                                    audio_path=Path(), state="queued")
             self._jobs[job_id] = placeholder
+        folder = None
         try:
             folder = Path(tempfile.mkdtemp(prefix="talking-head-job-"))
             image_path = folder / f"upload{IMAGE_SUFFIX.get(req.image_kind, '.png')}"
             image_path.write_bytes(req.image)
             audio_path = folder / "upload-audio"
             audio_path.write_bytes(req.audio)
+            from ..audio.decode import probe_audio
+            probe_audio(audio_path)  # header only: a bad sample rate or length is a 4xx now, not a failed job
         except BaseException:
             with self._cond:
                 self._jobs.pop(job_id, None)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             raise
         req.image = req.audio = b""  # the bytes live on disk now
         with self._cond:
@@ -290,16 +295,15 @@ def _iso(t: Optional[float]) -> Optional[str]:
 async def read_generate_request(request, host, limits):
     """The body of ``POST /generate`` or ``POST /jobs`` as GenerateRequestData (JSON or multipart,
     size-limited while it is read). Raises TalkingHeadError subclasses."""
-    import json
 
     from ..errors import InputError
-    from .inputs import UnsupportedMediaType, request_from_form, request_from_json
+    from .inputs import UnsupportedMediaType, loads, request_from_form, request_from_json
     from .routes import _read_body, _read_form
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json" or ctype.endswith("+json"):
         body = await _read_body(request, limits.body_bytes(base64_encoded=True))
         try:
-            obj = json.loads(body)
+            obj = loads(body)  # nested beyond the parser's recursion: MalformedRequest (400)
         except ValueError:
             raise InputError("the request body is not valid JSON") from None
         return request_from_json(obj, host, limits)
