@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -23,9 +24,17 @@ MAX_TRANSCRIPT_CHARS = 200_000
 _MAX_NAMES_SHOWN = 5
 
 
-def _short(value, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for one-line messages about hostile input."""
-    text = repr(value)
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 3, 60, 60, 6, 6
+
+
+def _short(value, limit: int = 80) -> str:
+    """A bounded ``repr(value)`` (a few nesting levels, ~60 characters per string) for one-line
+    messages about hostile input; never raises."""
+    try:
+        text = _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr raises is still described
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

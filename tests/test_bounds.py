@@ -662,3 +662,18 @@ def test_async_jobs_api_refuses_nested_json_and_absurd_rates_at_submission(api_c
                                 "options": LITE})
     assert _is_4xx_one_line(r, 422) and "10000019 Hz" in r.json()["detail"], r.text[:300]
     assert not any(host.output_dir().iterdir())
+
+
+def _nested(depth: int):
+    x = []
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
+@pytest.mark.parametrize("name", ["pads", "device", "engine", "seed", "language", "refine_mode"])
+def test_hostile_python_values_give_a_short_one_line_error(name):
+    for value in (_nested(100_000), "9" * 1_000_000):
+        with pytest.raises(OptionError) as e:
+            GenerateOptions(**{name: value}).validate()
+        assert one_line(str(e.value)) and len(str(e.value)) < 300, str(e.value)[:300]
