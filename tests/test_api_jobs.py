@@ -91,7 +91,9 @@ def test_submit_five_poll_fetch_and_cancel_one(tmp_path, inputs):
             assert r.status_code == 202, r.text
             assert time.monotonic() - t0 < 5  # answered at once, not after the render
             body = r.json()
-            assert body["status"] == "queued" and body["status_url"] == f"{JOBS}/{body['id']}"
+            # the worker may take the first at once (it then waits for the busy host); the others wait
+            assert body["status"] in (("queued", "running") if i == 0 else ("queued",)), body
+            assert body["status_url"] == f"{JOBS}/{body['id']}"
             assert r.headers["location"] == body["status_url"]
             ids.append(body["id"])
         time.sleep(0.3)
