@@ -109,7 +109,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     fps = getattr(eng, "fps", None) or options.fps  # a video source keeps its own frame rate
     num_frames = clip.num_frames(fps)
     ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps,
-                     should_stop=callbacks.should_stop)
+                     should_stop=callbacks.should_stop, progress=callbacks.progress)
     stages = list(stages)
     if options.lipsync != "none":
         from .lipsync.stage import lipsync_stage_for
@@ -128,7 +128,10 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     if phoneme_events is not None:
         ctx.info["phoneme_events"] = phoneme_events
     _check_stop(callbacks)
+    _report(callbacks, num_frames, f"{eng.name}: finding the face")
     source = eng.prepare(img, options)
+    _check_stop(callbacks)
+    _report(callbacks, num_frames, f"{eng.name}: analysing the speech")
     motion = eng.motion(source, ctx)
     _check_stop(callbacks)
     chunks = eng.frames(source, motion, ctx)
@@ -151,12 +154,19 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
             writer.write(chunk.frames)
             done += len(chunk)
             if callbacks.progress is not None:
-                callbacks.progress(done, num_frames, f"{eng.name}: frame {done}/{num_frames}", chunk.frames[-1])
+                text = f"{eng.name}: frame {done}/{num_frames}" + (f" - {ctx.status}" if ctx.status else "")
+                callbacks.progress(done, num_frames, text, chunk.frames[-1])
             _check_stop(callbacks)
         path = writer.commit()
     ctx.info.pop("phoneme_events", None)
     return Result(path=path, num_frames=done, duration=duration, size=size, engine=eng.name,
                   seconds=time.perf_counter() - t0, info=dict(ctx.info))
+
+
+def _report(callbacks: Callbacks, total: int, text: str) -> None:
+    """Progress before the first frame (which step runs), frames done 0 of ``total``."""
+    if callbacks.progress is not None:
+        callbacks.progress(0, total, text, None)
 
 
 def _check_stop(callbacks: Callbacks) -> None:

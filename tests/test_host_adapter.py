@@ -209,6 +209,10 @@ def test_job_holds_queue_lock_and_reports_progress(webui, monkeypatch):
     job = run_job(host, np.full((64, 64, 3), 128, np.uint8), _silence(1.0),
                   GenerateOptions(engine="lite", chunk_size=5))
     assert engine.chunks == 5 and all(engine.lock_held) and set(engine.jobs) == {"talking-head"}
+    # which step runs before the first frame, then frames
+    assert [(s[0], s[4]) for s in seen[:2]] == [(0, "Talking Head: fake: finding the face"),
+                                                (0, "Talking Head: fake: analysing the speech")]
+    seen = seen[2:]
     assert [s[0] for s in seen] == [5, 10, 15, 20, 25]
     for done, total, step, steps, text, image, frac, task, locked in seen:
         assert (step, steps) == (done, 25) and f"{done}/25" in text and locked
@@ -732,3 +736,121 @@ def test_default_engine_setting_survives_the_webuis_ui_config(webui, tmp_path):
         loadsave.dump()
         assert _component(blocks, "th_opt_engine").value == "lite"
         assert _component(blocks, "th_opt_precision").value == "fp32"
+
+
+def test_refinement_keeps_the_webui_progress_coherent(webui, astronaut, monkeypatch):
+    """/sdapi/v1/progress reads shared.state; each process_images call ends with state.nextjob(). Over the
+    refinement's many img2img calls job_no must stay <= job_count, progress in [0, 1] and never decrease,
+    textinfo must name the stage, and the host's live image must follow the refined crops."""
+    shared, a1111 = webui
+    from modules import processing
+    from sadtalker_ext.audio.decode import AudioClip
+    from sadtalker_ext.engines.base import RunContext
+    from sadtalker_ext.refine.backends import HostBackend
+    from sadtalker_ext.refine.keyframes import Keyframe, KeyframeSchedule
+    from sadtalker_ext.refine.stage import RefineStage
+
+    host = a1111.get_host()
+    state = shared.state
+    samples = []
+
+    def sample(where):
+        samples.append((where, state.job_no, state.job_count, state.double_progress(), state.textinfo,
+                        state.id_live_preview, state.current_image))
+
+    original = processing.process_images
+
+    def process_images(p):
+        sample("img2img start")
+        out = original(p)
+        sample("img2img end")
+        return out
+    monkeypatch.setattr(processing, "process_images", process_images)
+    reports = []
+
+    def progress(done, total, text="", preview=None):
+        host.progress(done, total, text, preview)
+        reports.append(text)
+        sample("progress")
+
+    n = 12
+    frames = np.stack([np.roll(astronaut[:256, 96:352], 2 * i, axis=1) for i in range(n)])
+    ctx = RunContext(audio=AudioClip(np.zeros(640 * n, np.float32), 16000), options=GenerateOptions(),
+                     num_frames=n, fps=25, progress=progress)
+    for mode, batch, calls in (("keyframes", 1, 3), ("every", 2, 7)):
+        samples.clear()
+        schedule = KeyframeSchedule([Keyframe(frame=0), Keyframe(frame=5), Keyframe(frame=10)],
+                                    mode=mode, batch_size=batch).validate()
+        schedule.defaults.mask, schedule.defaults.steps = "full", 2
+        stage = RefineStage(schedule, HostBackend(host, native=64))
+        with host.job("talking-head", n):
+            done = 0
+            for chunk in stage((FrameChunk(s, frames[s:s + 4]) for s in range(0, n, 4)), ctx):
+                done += len(chunk)
+                # what the pipeline reports after each written chunk
+                progress(done, n, f"fake: frame {done}/{n}" + (f" - {ctx.status}" if ctx.status else ""),
+                         chunk.frames[-1])
+        assert stage.stats.sd_calls == calls and stage.calls_planned([0, 5, 10], n) >= calls
+        calls_seen = [s for s in samples if s[0] == "img2img start"]
+        assert len(calls_seen) == calls
+        first = samples.index(calls_seen[0])
+        refine = samples[first:]
+        for where, job_no, job_count, frac, text, _, _ in refine:
+            assert 0 <= job_no <= job_count, (where, job_no, job_count)
+            assert 0.0 <= frac <= 1.0
+            assert text.startswith("Talking Head: ") and "refine (img2img): call" in text, text
+        fracs = [s[3] for s in refine]
+        assert all(b >= a for a, b in zip(fracs, fracs[1:])), fracs
+        assert fracs[-1] == pytest.approx(1.0)
+        # a new live image after every call: the refined crop, shown before the next call starts
+        live = [s[5] for s in calls_seen] + [state.id_live_preview]
+        assert all(b > a for a, b in zip(live, live[1:])), live
+        assert calls_seen[-1][6] is not None
+        texts = [s[4] for s in calls_seen]
+        assert [t.split("call ")[1].split(",")[0] for t in texts] == [f"{i}/{stage.calls_planned([0, 5, 10], n)}"
+                                                                      for i in range(1, calls + 1)]
+        assert "ETA" in texts[-1] and "frame 1/12" in texts[0]
+        assert any("refine (img2img): call" in r for r in reports)  # the tab sees the stage too
+
+
+def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypatch):
+    """One stage call may run several process_images (a mask group or a max_batch slice each), and each
+    ends with state.nextjob(). With 4, 2 and 1 pieces in calls 1, 2, 3 of 3, the WebUI's progress
+    arithmetic must stay in [0, 1], never decrease (also while the sampler steps), job_no <= job_count,
+    and read exactly i / 3 at the start of call i."""
+    shared, a1111 = webui
+    from modules import processing
+
+    host = a1111.get_host()
+    state = shared.state
+    seen = []
+    original = processing.process_images
+
+    def process_images(p):
+        state.sampling_steps = p.steps  # what the host's sampler does per step
+        for step in range(p.steps + 1):
+            state.sampling_step = step
+            seen.append((state.job_no, state.job_count, state.double_progress()))
+        return original(p)
+    monkeypatch.setattr(processing, "process_images", process_images)
+    images = np.stack([astronaut[:64, 64 * i:64 * i + 64] for i in range(4)])
+    masks = np.zeros((4, 64, 64), np.uint8)
+    for i in range(4):
+        masks[i, :, : 8 * (i + 1)] = 255  # four different masks: four groups
+    calls = [(masks, 2), (None, 2), (None, 4)]  # 4, 2 and 1 process_images
+    starts = []
+    with host.job("talking-head", 4):
+        for index, (mask, max_batch) in enumerate(calls):
+            starts.append(len(seen))
+            host.img2img(Img2ImgRequest(images=images, mask=mask, steps=3, seed=1,
+                                        extra={"max_batch": max_batch, "call_index": index, "calls_total": 3,
+                                               "status": f"refine (img2img): call {index + 1}/3"}))
+            assert state.textinfo == f"Talking Head: refine (img2img): call {index + 1}/3"
+        seen.append((state.job_no, state.job_count, state.double_progress()))
+    assert len(seen) == 4 * (4 + 2 + 1) + 1
+    for job_no, job_count, frac in seen:
+        assert 0 <= job_no <= job_count and 0.0 <= frac <= 1.0
+    fracs = [s[2] for s in seen]
+    assert all(b >= a for a, b in zip(fracs, fracs[1:])), fracs
+    assert [fracs[i] for i in starts] == pytest.approx([0.0, 1 / 3, 2 / 3])
+    assert seen[-1][:2] == (3, 3) and fracs[-1] == pytest.approx(1.0)  # one piece in the last call

@@ -168,8 +168,12 @@ class ProbeHost(LocalHost):
         super().__init__(*a, on_progress=self._progress_hook, **kw)
         self.point = point
         self.calls = []
+        self.steps = []  # the pipeline's reports before the first frame (done 0): which step runs
 
     def _progress_hook(self, done, total, text, preview):
+        if not done:
+            self.steps.append(text)
+            return
         self.calls.append((done, total))
         if (self.point == "first_chunk" and len(self.calls) == 1) or (self.point == "last_chunk" and done == total):
             self.interrupt()
@@ -189,6 +193,7 @@ def test_host_interrupt(point, astronaut, speech, tmp_path):
     assert one_line(str(err.value))
     expected_calls = {"prepare": 0, "motion": 0, "first_chunk": 1, "last_chunk": 5}[point]
     assert len(host.calls) == expected_calls and (point != "last_chunk" or host.calls[-1] == (50, 50))
+    assert host.steps == ["lite: finding the face", "lite: analysing the speech"][:1 if point == "prepare" else 2]
     assert leftovers(host.output_dir()) == []        # no mp4, no sidecar, no .part
     assert not host.interrupted() and not LocalHost._lock.locked()
     host.point = ""                                  # the next job on the same host works

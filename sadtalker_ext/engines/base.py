@@ -43,6 +43,11 @@ class RunContext:
     info: dict[str, Any] = field(default_factory=dict)
     #: the caller's interrupt check (``Callbacks.should_stop``) for long steps inside an engine, or None
     should_stop: Any = None
+    #: the caller's ``progress(done, total, text, preview)`` (``Callbacks.progress``) for stages that report
+    #: between chunks (the img2img refinement), or None
+    progress: Any = None
+    #: what a stage is doing now (e.g. "refine (img2img): call 3/12, ETA 40 s"), added to the per-chunk text
+    status: str = ""
 
 
 class Engine(Protocol):

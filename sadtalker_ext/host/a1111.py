@@ -173,6 +173,8 @@ class A1111Host:
         self.name = "forge" if importlib.util.find_spec("modules_forge") is not None else "a1111"
         #: id of the WebUI task of the running job (for ``/internal/progress``), else None.
         self.current_task_id: Optional[str] = None
+        #: True from the run's first refinement img2img call to its end (see :meth:`progress`).
+        self._refining = False
 
     # -- folders and settings ------------------------------------------------------------------
     @staticmethod
@@ -221,11 +223,14 @@ class A1111Host:
         state = shared.state
         total = max(int(total), 0)
         done = max(int(done), 0)
-        state.job_count = 1  # img2img inside a run changes these; progress = done / total again
-        state.job_no = 0
-        state.sampling_steps = total
-        state.sampling_step = min(done, total) if total else done
-        state.textinfo = text or f"{TAB_TITLE}: frame {done}/{total}"
+        if not self._refining:
+            state.job_count = 1
+            state.job_no = 0
+            state.sampling_steps = total
+            state.sampling_step = min(done, total) if total else done
+        # while the refinement runs, job_no / job_count count its img2img calls (see img2img) and the
+        # host's sampler moves sampling_step: frames only show in the text
+        state.textinfo = f"{TAB_TITLE}: {text}" if text else f"{TAB_TITLE}: frame {done}/{total}"
         if preview is not None:
             self._set_preview(state, preview)
 
@@ -284,6 +289,7 @@ class A1111Host:
             state.sampling_step = 0
             state.sampling_steps = max(int(total), 0)
             state.textinfo = f"{TAB_TITLE}: starting"
+            self._refining = False
             if progress is not None:
                 progress.start_task(task_id)
             self.current_task_id = task_id
@@ -298,6 +304,7 @@ class A1111Host:
                     state.end()
                 finally:
                     self.current_task_id = None
+                    self._refining = False
                     if progress is not None:
                         progress.finish_task(task_id)
                     if not self.setting("talking_head_keep_models_loaded", True):
@@ -355,37 +362,61 @@ class A1111Host:
         out = np.empty_like(images)
         outdir = (getattr(shared.opts, "outdir_samples", "") or getattr(shared.opts, "outdir_img2img_samples", "")
                   or str(self.output_dir()))
-        for group in self._mask_groups(masks, n):
-            for start in range(0, len(group), max_batch):
-                idx = group[start:start + max_batch]
-                mask_img = None if masks is None else Image.fromarray(masks[idx[0]], mode="L")
-                p = processing.StableDiffusionProcessingImg2Img(
-                    sd_model=shared.sd_model, outpath_samples=outdir, outpath_grids=outdir,
-                    prompt=request.prompt, negative_prompt=request.negative_prompt,
-                    seed=[seed] * len(idx), sampler_name=request.sampler, **scheduler,
-                    batch_size=len(idx), n_iter=1, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
-                    width=width, height=height, restore_faces=bool(extra.get("restore_faces", False)),
-                    tiling=False, do_not_save_samples=True, do_not_save_grid=True,
-                    denoising_strength=float(request.denoising_strength),
-                    init_images=[Image.fromarray(images[i]) for i in idx],
-                    resize_mode=int(extra.get("resize_mode", 0)), mask=mask_img,
-                    mask_blur=int(request.mask_blur), inpainting_fill=int(extra.get("inpainting_fill", 1)),
-                    inpaint_full_res=bool(extra.get("inpaint_full_res", True)),
-                    inpaint_full_res_padding=int(request.inpaint_full_res_padding),
-                )
-                try:
-                    processed = processing.process_images(p)
-                finally:
-                    close = getattr(p, "close", None)
-                    if close is not None:
-                        close()
-                results = self._pick_images(processed, len(idx))
-                for i, image in zip(idx, results):
-                    image = image.convert("RGB")
-                    if image.size != (w, h):
-                        image = image.resize((w, h), Image.LANCZOS)
-                    out[i] = np.asarray(image)
+        pieces = [group[start:start + max_batch] for group in self._mask_groups(masks, n)
+                  for start in range(0, len(group), max_batch)]
+        for piece, idx in enumerate(pieces):
+            self._start_img2img_piece(shared.state, extra, piece, len(pieces))
+            mask_img = None if masks is None else Image.fromarray(masks[idx[0]], mode="L")
+            p = processing.StableDiffusionProcessingImg2Img(
+                sd_model=shared.sd_model, outpath_samples=outdir, outpath_grids=outdir,
+                prompt=request.prompt, negative_prompt=request.negative_prompt,
+                seed=[seed] * len(idx), sampler_name=request.sampler, **scheduler,
+                batch_size=len(idx), n_iter=1, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
+                width=width, height=height, restore_faces=bool(extra.get("restore_faces", False)),
+                tiling=False, do_not_save_samples=True, do_not_save_grid=True,
+                denoising_strength=float(request.denoising_strength),
+                init_images=[Image.fromarray(images[i]) for i in idx],
+                resize_mode=int(extra.get("resize_mode", 0)), mask=mask_img,
+                mask_blur=int(request.mask_blur), inpainting_fill=int(extra.get("inpainting_fill", 1)),
+                inpaint_full_res=bool(extra.get("inpaint_full_res", True)),
+                inpaint_full_res_padding=int(request.inpaint_full_res_padding),
+            )
+            try:
+                processed = processing.process_images(p)
+            finally:
+                close = getattr(p, "close", None)
+                if close is not None:
+                    close()
+            results = self._pick_images(processed, len(idx))
+            for i, image in zip(idx, results):
+                image = image.convert("RGB")
+                if image.size != (w, h):
+                    image = image.resize((w, h), Image.LANCZOS)
+                out[i] = np.asarray(image)
+        if "calls_total" in extra:
+            self._set_preview(shared.state, out[0])  # the host's live image: the crop just refined
         return out
+
+    def _start_img2img_piece(self, state, extra: dict, piece: int, pieces: int) -> None:
+        """Keep ``shared.state`` coherent over the refinement's many ``process_images`` calls.
+
+        The WebUI's progress APIs read ``(job_no + sampling_step / sampling_steps) / job_count`` and every
+        ``process_images`` ends with ``state.nextjob()`` (job_no + 1). One stage call (``extra``:
+        ``call_index`` i of ``calls_total`` n) runs ``pieces`` = m ``process_images`` (one per mask group
+        and batch), so before piece k: job_count = n * m, job_no = i * m + k. Progress is then
+        (i + (k + step / steps) / m) / n: in [0, 1], job_no <= job_count, and at each call's start
+        exactly i / n whatever m is, so it never decreases across calls. No-op outside a refinement
+        (no ``calls_total``)."""
+        if "calls_total" not in extra:
+            return
+        index = max(0, int(extra.get("call_index", 0)))
+        calls = max(int(extra["calls_total"]), index + 1)
+        state.job_count = calls * pieces
+        state.job_no = index * pieces + piece
+        state.sampling_step = 0
+        self._refining = True
+        if extra.get("status"):
+            state.textinfo = f"{TAB_TITLE}: {extra['status']}"
 
     @staticmethod
     def _mask_groups(masks: Optional[np.ndarray], n: int) -> List[List[int]]:

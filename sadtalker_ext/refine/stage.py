@@ -148,6 +148,9 @@ class RefineStage:
         self.should_stop = should_stop
         self.stats = RefineStats()
         self._native: Optional[int] = None
+        self._ctx: Optional[RunContext] = None  # the running video's context (progress reports)
+        self._emitted = 0
+        self._calls_total = 0
         self._check_samplers()
 
     def _check_samplers(self) -> None:
@@ -213,7 +216,8 @@ class RefineStage:
             inpaint_full_res_padding=int(p.padding),
             extra={"seeds": seeds, "width": size[0], "height": size[1], "inpaint_full_res": False,
                    "inpainting_fill": 1, "frame_indices": [it.index for it in items],
-                   "same_noise": bool(self.schedule.same_noise), "mask_kind": p.mask})
+                   "same_noise": bool(self.schedule.same_noise), "mask_kind": p.mask,
+                   **self._announce(items)})
         t0 = time.perf_counter()
         out = self.backend(req)
         self.stats.sd_seconds += time.perf_counter() - t0
@@ -224,6 +228,35 @@ class RefineStage:
             raise InputError(f"img2img returned {list(out.shape)} for {list(crops.shape)} images")
         for it, patch in zip(items, out):
             it.out = paste_back(it.frame, patch, it.regions)
+
+    def _announce(self, items: List[_Item]) -> dict:
+        """Report the backend call about to run (call i of n, its first frame, ETA from the calls so far)
+        to the run's progress and ``ctx.status``; returns the request's ``extra`` keys for the host
+        (``call_index``, ``calls_total`` - an upper bound in the "every" mode -, ``status``)."""
+        i = self.stats.sd_calls
+        n = max(self._calls_total, i + 1)
+        frames = self._ctx.num_frames if self._ctx is not None else 0
+        text = f"refine (img2img): call {i + 1}/{n}, frame {items[0].index + 1}/{frames}"
+        if i:
+            text += f", ETA {self.stats.sd_seconds / i * (n - i):.0f} s"
+        if self._ctx is not None:
+            self._ctx.status = text
+            report = getattr(self._ctx, "progress", None)
+            if report is not None:
+                try:
+                    report(self._emitted, frames, text, None)
+                except Exception:  # noqa: BLE001 - a progress display must never break the run
+                    log.debug("refine progress report failed", exc_info=True)
+        return {"call_index": i, "calls_total": n, "status": text}
+
+    def calls_planned(self, kf: List[int], num_frames: int) -> int:
+        """Backend calls this run makes at most: one per keyframe inside the video ("keyframes"), or
+        ``ceil(frames / batch_size)`` per stretch between keyframes ("every"; frames without a face
+        make it fewer)."""
+        if self.mode != "every":
+            return len(kf)
+        bounds = sorted({0, int(num_frames)} | {k for k in kf if 0 < k < num_frames})
+        return sum(-(-(b - a) // self.batch_size) for a, b in zip(bounds, bounds[1:]))
 
     def _params(self, indices: Sequence[int], fps: float, random_seed: int) -> List[RefineParams]:
         return self.schedule.params_for(indices, fps, random_seed)
@@ -239,8 +272,15 @@ class RefineStage:
             log.warning("%d keyframe(s) lie past the video's end (%d frames); they shape the interpolation "
                         "but are not refined", self.stats.keyframes_beyond_end, ctx.num_frames)
         run = self._every if self.mode == "every" else self._keyframes
-        for chunk in run(chunks, fps, kf, seed):
-            yield chunk
+        self._ctx, self._emitted = ctx, 0
+        self._calls_total = self.calls_planned(kf, ctx.num_frames)
+        try:
+            for chunk in run(chunks, fps, kf, seed):
+                self._emitted += len(chunk)
+                yield chunk
+        finally:
+            ctx.status = ""
+            self._ctx = None
         ctx.info["refine"] = asdict(self.stats)
 
     def _items(self, chunks: Iterator[FrameChunk], fps: float, seed: int):
