@@ -77,9 +77,26 @@ WEBUI_DOWNLOAD_HINT = "click 'Download {engine} files' in the Models panel of th
 
 #: import name -> pip name, for the fix shown when an import fails.
 _PIP_NAMES = {"cv2": "opencv-python", "PIL": "Pillow", "skimage": "scikit-image", "av": "av",
-              "soundfile": "soundfile", "mediapipe": "mediapipe==0.10.21", "scipy": "scipy",
+              "soundfile": "soundfile", "scipy": "scipy",
               "onnxruntime": "onnxruntime", "pocketsphinx": "pocketsphinx", "librosa": "librosa",
               "safetensors": "safetensors", "silero_vad": "silero-vad==6.2.3"}
+
+
+
+def _mediapipe_pip_args(protobuf: Optional[str] = None) -> str:
+    """What install.py installs for mediapipe in this venv, as pip arguments: the release that accepts the
+    host's protobuf (0.10.9 for protobuf 3.x - both WebUIs pin 3.20.0 -, else 0.10.21) with ``--no-deps``
+    and its dependencies minus opencv-contrib-python / jax (see ``install.py``'s ``MEDIAPIPE_FOR_*``)."""
+    if protobuf is None:
+        try:
+            from importlib.metadata import version
+            protobuf = version("protobuf")
+        except Exception:  # noqa: BLE001 - no protobuf yet: the newer release
+            protobuf = ""
+    major = protobuf.split(".")[0]
+    if major.isdigit() and int(major) < 4:
+        return "--no-deps mediapipe==0.10.9 absl-py attrs flatbuffers matplotlib"
+    return "--no-deps mediapipe==0.10.21 absl-py attrs flatbuffers matplotlib 'numpy<2'"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -539,7 +556,7 @@ def _fix_for(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         missing = (getattr(exc, "name", None) or "").split(".")[0]
         if missing and missing != "sadtalker_ext":
-            pip_name = _PIP_NAMES.get(missing, missing)
+            pip_name = _mediapipe_pip_args() if missing == "mediapipe" else _PIP_NAMES.get(missing, missing)
             return (f"The Python package '{missing}' is missing: restart the WebUI so that the "
                     f"extension's install.py installs it, or run '<webui python> -m pip install "
                     f"{pip_name}' and restart.")
