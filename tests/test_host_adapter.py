@@ -142,10 +142,14 @@ def test_settings_section_and_folders(webui):
     shared, a1111 = webui
     from modules import paths
 
+    from modules.options import categories
+
     a1111.on_ui_settings()
     labels = shared.opts.data_labels
     for key, (default, label, _) in a1111.SETTINGS.items():
         assert labels[key].section == ("talking_head", "Talking Head")
+        # the settings page's heading (Options.dumpjson): our category, not "Uncategorized"
+        assert categories.mapping[labels[key].category_id].label == "Talking Head"
         assert labels[key].default == default and labels[key].label == label
         assert shared.opts.data[key] == default
     assert labels["talking_head_default_engine"].component_args == {"choices": ["auto", "lite", "sadtalker"]}

@@ -412,6 +412,10 @@ def test_local_host_and_no_model_messages(tmp_path):
     assert not ok and msg.startswith("img2img refinement is disabled")
     local = LocalHost(output_dir=tmp_path, img2img_backend=lambda r: r.images)
     assert isinstance(make_backend(host=local), HostBackend) and refine_status(local)[0]
+    assert refine_status(local)[1] == "img2img refinement uses the host's loaded model"
+    for name in ("a1111", "forge"):  # what the WebUI adapter calls itself: a user reads "WebUI"
+        local.name = name
+        assert refine_status(local) == (True, "img2img refinement uses the WebUI's loaded model")
     assert not refine_status(sd_checkpoint=tmp_path / "none.safetensors")[0]
     assert refine_stage_for(_opts(None)) is None
 

@@ -517,7 +517,14 @@ def on_ui_settings() -> None:
             onchange = _on_keep_loaded_changed
         info = shared.OptionInfo(default, label, component, args, onchange=onchange)
         items[key] = info.info(note) if note else info
-    for key, info in shared.options_section(SECTION, items).items():
+    section = SECTION
+    try:  # v1.6+: a category of our own, so the settings page does not list us under "Uncategorized"
+        from modules.options import categories
+        categories.register_category(SECTION[0], SECTION[1])
+        section = (*SECTION, SECTION[0])
+    except (ImportError, AttributeError):
+        pass
+    for key, info in shared.options_section(section, items).items():
         shared.opts.add_option(key, info)
 
 

@@ -389,5 +389,7 @@ def refine_status(host: Any = None, sd_checkpoint: str | os.PathLike | None = No
             return False, f"img2img refinement is disabled: SD checkpoint not found: {p}"
         return True, f"img2img refinement uses {p.name} (diffusers)"
     if host is not None and host_can_img2img(host):
-        return True, f"img2img refinement uses the {getattr(host, 'name', 'host')}'s loaded model"
+        name = getattr(host, "name", "")
+        owner = "WebUI" if name in ("a1111", "forge") else "host"
+        return True, f"img2img refinement uses the {owner}'s loaded model"
     return False, "img2img refinement is disabled: " + NO_MODEL_MESSAGE

@@ -118,3 +118,28 @@ class Options:
         self.data_labels[key] = info
         if key not in self.data and not info.do_not_save:
             self.data[key] = info.default
+
+
+class OptionsCategory:
+    def __init__(self, id, label):
+        self.id = id
+        self.label = label
+
+
+class OptionsCategories:
+    """v1.10.1: the settings page puts a section under its category's label, "Uncategorized" when
+    ``categories.mapping`` has no entry for the section's ``category_id``."""
+
+    def __init__(self):
+        self.mapping = {}
+
+    def register_category(self, category_id, label):
+        if category_id in self.mapping:
+            return category_id
+        self.mapping[category_id] = OptionsCategory(category_id, label)
+
+
+categories = OptionsCategories()
+for _id, _label in (("saving", "Saving images"), ("sd", "Stable Diffusion"), ("ui", "User Interface"),
+                    ("system", "System"), ("postprocessing", "Postprocessing"), ("training", "Training")):
+    categories.register_category(_id, _label)
