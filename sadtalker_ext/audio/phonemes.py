@@ -153,7 +153,7 @@ def _align_spans_in_worker(x16: np.ndarray, transcript: str | None,
     # stdin pipe after a timeout, and a writer thread would be one more thing to clean up
     with tempfile.TemporaryFile() as request:
         request.write(header)
-        request.write(samples.tobytes())
+        request.write(memoryview(samples).cast("B"))  # the array's own buffer: no bytes copy of the track
         request.seek(0)
         proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=request, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=_worker_env())
@@ -186,8 +186,14 @@ def _worker_main() -> int:
     stdin = sys.stdin.buffer
     header = json.loads(stdin.readline())
     n = int(header["samples"])
-    data = stdin.read(4 * n)
-    x16 = np.frombuffer(data, dtype="<f4", count=n).astype(np.float32)
+    # read straight into the float32 array (one copy of the track, not bytes + an astype copy)
+    x16 = np.empty(n, "<f4")
+    view, got = memoryview(x16).cast("B"), 0
+    while got < 4 * n:
+        k = stdin.readinto(view[got:])
+        if not k:
+            raise SystemExit(f"the speech-alignment request ended after {got // 4} of {n} samples")
+        got += k
     spans = _align_spans(x16, header.get("transcript"))
     sys.stdout.write(json.dumps({"spans": spans}) + "\n")
     sys.stdout.flush()
