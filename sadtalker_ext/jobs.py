@@ -3,6 +3,7 @@ file in the host's output folder, and a JSON sidecar with everything needed to r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -11,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .errors import GenerationInterrupted
@@ -31,7 +34,9 @@ class JobResult:
 
 
 def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head") -> Path:
-    """Reserve a new file name in the host's output folder: <date>-<time>-<engine>-<seed>[-N].mp4.
+    """Reserve a new file name in the host's output folder: <date>-<time>-<engine>-<seed>[-N].mp4,
+    <engine> being the engine that runs ("auto" resolved as the run resolves it: sadtalker when its
+    files are found in ``options.checkpoints`` / the host's models folder, else lite).
 
     The name is taken atomically: the file is created empty with ``O_CREAT | O_EXCL``, so two jobs
     started in the same second (in threads or processes) never get the same name. The caller
@@ -42,7 +47,10 @@ def output_name(host: Host, options: GenerateOptions, stem: str = "talking-head"
     from .errors import OutputError
 
     folder = host.output_dir()
-    base = time.strftime("%Y%m%d-%H%M%S") + f"-{options.engine}-{options.seed}"
+    from .engines import resolve_engine_name
+
+    engine = resolve_engine_name(options.engine, options.checkpoints, host.models_dir())
+    base = time.strftime("%Y%m%d-%H%M%S") + f"-{engine}-{options.seed}"
     for i in range(1000):
         p = folder / f"{base}{'' if i == 0 else f'-{i}'}.mp4"
         if os.path.lexists(p.with_suffix(".json")):
@@ -105,6 +113,35 @@ def write_sidecar(out: Path, result: Result, options: GenerateOptions, source_in
     return sidecar
 
 
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def describe_input(value, what: str) -> dict:
+    """What the sidecar records of one input (``what``: "image" or "audio"): for a file its name and the
+    sha256 of its bytes; for an array (the tab's uploaded pixels) or an AudioClip (decoded speech) no
+    name, the sha256 of its bytes (``sha256_of`` says which) and its shape / sample rate. Never raises."""
+    try:
+        if isinstance(value, (str, os.PathLike)):
+            p = Path(value)
+            return {"file": p.name, "sha256": _sha256_file(p), "bytes": p.stat().st_size}
+        samples = getattr(value, "samples", None)
+        if samples is not None:  # AudioClip
+            a = np.ascontiguousarray(samples, dtype=np.float32)
+            return {"file": None, "sha256": hashlib.sha256(a.tobytes()).hexdigest(),
+                    "sha256_of": "float32 mono samples", "sample_rate": int(value.sample_rate)}
+        a = np.ascontiguousarray(value)
+        return {"file": None, "sha256": hashlib.sha256(a.tobytes()).hexdigest(),
+                "sha256_of": f"{a.dtype} pixels {list(a.shape)}"}
+    except Exception as exc:  # noqa: BLE001 - a description must never fail the saved video
+        log.debug("cannot describe the %s input: %s", what, exc)
+        return {}
+
+
 def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: dict | None = None,
             out: Path | None = None, stages=(), phoneme_events=None) -> JobResult:
     """Run one generation under the host's job lock; save video + sidecar. Raises TalkingHeadError.
@@ -137,7 +174,9 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
                           callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
                           phoneme_events=phoneme_events, host_dir=host.models_dir(),
                           restorer=_host_restorer(host, options))
-    sidecar = write_sidecar(out, result, options, source_info)
+    audio_info = {**describe_input(audio, "audio"), "duration_s": round(float(result.duration), 3)}
+    source = {"image": describe_input(image, "image"), "audio": audio_info, **(source_info or {})}
+    sidecar = write_sidecar(out, result, options, source)
     return JobResult(path=result.path, sidecar=sidecar, result=result)
 
 
