@@ -863,3 +863,28 @@ def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypat
     assert all(b >= a for a, b in zip(fracs, fracs[1:])), fracs
     assert [fracs[i] for i in starts] == pytest.approx([0.0, 1 / 3, 2 / 3])
     assert seen[-1][:2] == (3, 3) and fracs[-1] == pytest.approx(1.0)  # one piece in the last call
+
+
+def test_server_folders_shown_only_when_the_webui_allows(webui):
+    """The Checkpoint folder box shows a server path and the lip-sync debug box names a server folder:
+    hidden from anyone who can open the page unless the WebUI answers this machine alone or the
+    "Show server folders" setting is on. Frames per second (always 25) has no box."""
+    gr = pytest.importorskip("gradio")
+    shared, a1111 = webui
+    from modules import script_callbacks
+
+    script_callbacks.ui_settings_callback()
+
+    def visible(**cmd):
+        for key in ("listen", "share", "ngrok", "server_name"):
+            setattr(shared.cmd_opts, key, cmd.get(key))
+        script_callbacks.clear_callbacks()
+        blocks = _build_real_tab_in_webui(gr)
+        return {name: _component(blocks, f"th_opt_{name}").visible for name in ("checkpoints", "lipsync_debug", "fps", "crf")}
+
+    assert visible() == {"checkpoints": True, "lipsync_debug": True, "fps": False, "crf": True}
+    assert visible(server_name="127.0.0.1") == {"checkpoints": True, "lipsync_debug": True, "fps": False, "crf": True}
+    for cmd in ({"listen": True}, {"share": True}, {"server_name": "0.0.0.0"}, {"ngrok": "token"}):
+        assert visible(**cmd) == {"checkpoints": False, "lipsync_debug": False, "fps": False, "crf": True}, cmd
+    shared.opts.talking_head_show_server_paths = True
+    assert visible(listen=True) == {"checkpoints": True, "lipsync_debug": True, "fps": False, "crf": True}

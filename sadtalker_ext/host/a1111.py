@@ -70,7 +70,14 @@ SETTINGS: Dict[str, Tuple[Any, str, str]] = {
         "fp16", "Precision of the neural renderer on CUDA GPUs", "the CPU always computes in fp32"),
     "talking_head_keep_models_loaded": (
         True, "Keep models loaded between runs", "off: free the memory after every video"),
+    "talking_head_show_server_paths": (
+        False, "Show server folders in the tab (Checkpoint folder, lip-sync debug folder)",
+        "off: shown only while the WebUI answers this machine alone (no --listen, --share, --ngrok, "
+        "or --server-name other than localhost)"),
 }
+
+#: --server-name values that keep the WebUI on this machine.
+_LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 #: How a WebUI user gets missing model files (error messages; the CLI's command is of no use there).
 WEBUI_DOWNLOAD_HINT = "click 'Download {engine} files' in the Models panel of the Talking Head tab"
@@ -329,6 +336,20 @@ class A1111Host:
                     elif failed:
                         gc.collect()
                         free_cuda_cache()
+
+    def shows_server_paths(self) -> bool:
+        """Whether the tab may show server folders: the "Show server folders" setting, or a WebUI that
+        answers this machine alone (no ``--listen``, ``--share``, ``--ngrok``; ``--server-name`` unset or
+        a loopback name; no ``GRADIO_SERVER_NAME`` elsewhere)."""
+        if self.setting("talking_head_show_server_paths", False):
+            return True
+        from modules import shared
+
+        cmd = shared.cmd_opts
+        if getattr(cmd, "listen", False) or getattr(cmd, "share", False) or getattr(cmd, "ngrok", None):
+            return False
+        name = getattr(cmd, "server_name", None) or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        return name in _LOCAL_NAMES
 
     def engine_for(self, options):
         """The engine for a run (see :func:`cached_engine`); used by :func:`sadtalker_ext.jobs.run_job`."""

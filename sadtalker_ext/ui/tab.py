@@ -130,6 +130,12 @@ def _format_size(n: int | None) -> str:
 # --------------------------------------------------------------------------------------------- models
 #: Options the tab shows but takes from the server only (a client never names a server folder).
 SERVER_ONLY_OPTIONS = {"checkpoints": "set on the server: the models-folder setting (WebUI) or --models-dir"}
+#: Boxes that show or name folders on the server: hidden unless ``host.shows_server_paths()`` (the WebUI:
+#: a setting, or a WebUI that answers this machine alone); their values are the server's anyway
+#: (:meth:`TalkingHeadUI._server_side`).
+SERVER_PATH_OPTIONS = ("checkpoints", "lipsync_debug")
+#: Options with one allowed value (``fps``: 25): no box for them.
+FIXED_OPTIONS = ("fps",)
 
 
 def sd_checkpoint_path(host, value: str) -> str:
@@ -356,10 +362,20 @@ class TalkingHeadUI:
                 made[name].do_not_save_to_config = True
         self.option_components = [made[s.name] for s in self.specs]
 
+    def _shows_server_paths(self) -> bool:
+        shows = getattr(self.host, "shows_server_paths", None)
+        try:
+            return bool(shows()) if callable(shows) else False
+        except Exception:  # noqa: BLE001 - when in doubt, hide them
+            log.debug("shows_server_paths failed", exc_info=True)
+            return False
+
     def _control(self, spec):
         common = dict(label=spec.label, elem_id=f"th_opt_{spec.name}")
         if spec.info:
             common["info"] = spec.info
+        if spec.name in FIXED_OPTIONS or (spec.name in SERVER_PATH_OPTIONS and not self._shows_server_paths()):
+            common["visible"] = False  # still an input of the handler, with its default value
         if spec.name in SERVER_ONLY_OPTIONS:  # shown, never taken from the client (see _server_side)
             common.update(interactive=False, info=SERVER_ONLY_OPTIONS[spec.name])
             return compat.make("Textbox", value=model_dirs_args(self.host)["checkpoints"] or "", **common)
