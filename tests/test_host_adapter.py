@@ -219,9 +219,10 @@ def test_job_holds_queue_lock_and_reports_progress(webui, monkeypatch):
     seen = seen[2:]
     assert [s[0] for s in seen] == [5, 10, 15, 20, 25]
     for done, total, step, steps, text, image, frac, task, locked in seen:
-        assert (step, steps) == (done, 25) and f"{done}/25" in text and locked
+        # 25 frames as 26 steps: /sdapi/v1/progress adds 0.01 and its ETA must not turn negative
+        assert (step, steps) == (done, 26) and f"{done}/25" in text and locked
         assert image is not None and image.size == (64, 64)
-        assert frac == pytest.approx(done / 25)
+        assert frac == pytest.approx(done / 26)
         assert task is not None and task.startswith("task(talking-head-")
     assert shared.state.double_events == [("begin", "talking-head"), ("end", "talking-head")]
     assert not call_queue.queue_lock.locked()
@@ -758,6 +759,7 @@ def test_refinement_keeps_the_webui_progress_coherent(webui, astronaut, monkeypa
     from sadtalker_ext.refine.backends import HostBackend
     from sadtalker_ext.refine.keyframes import Keyframe, KeyframeSchedule
     from sadtalker_ext.refine.stage import RefineStage
+    from modules.shared_state import api_progress
 
     host = a1111.get_host()
     state = shared.state
@@ -765,7 +767,7 @@ def test_refinement_keeps_the_webui_progress_coherent(webui, astronaut, monkeypa
 
     def sample(where):
         samples.append((where, state.job_no, state.job_count, state.double_progress(), state.textinfo,
-                        state.id_live_preview, state.current_image))
+                        state.id_live_preview, state.current_image, api_progress(state)[1]))
 
     original = processing.process_images
 
@@ -786,10 +788,10 @@ def test_refinement_keeps_the_webui_progress_coherent(webui, astronaut, monkeypa
     frames = np.stack([np.roll(astronaut[:256, 96:352], 2 * i, axis=1) for i in range(n)])
     ctx = RunContext(audio=AudioClip(np.zeros(640 * n, np.float32), 16000), options=GenerateOptions(),
                      num_frames=n, fps=25, progress=progress)
-    for mode, batch, calls in (("keyframes", 1, 3), ("every", 2, 7)):
+    for mode, batch, calls, kf in (("keyframes", 1, 3, [0, 5, 10]), ("every", 2, 7, [0, 5, 10]),
+                                   ("keyframes", 1, 2, [8, 10])):  # frames shown before the first call
         samples.clear()
-        schedule = KeyframeSchedule([Keyframe(frame=0), Keyframe(frame=5), Keyframe(frame=10)],
-                                    mode=mode, batch_size=batch).validate()
+        schedule = KeyframeSchedule([Keyframe(frame=f) for f in kf], mode=mode, batch_size=batch).validate()
         schedule.defaults.mask, schedule.defaults.steps = "full", 2
         stage = RefineStage(schedule, HostBackend(host, native=64))
         with host.job("talking-head", n):
@@ -799,26 +801,26 @@ def test_refinement_keeps_the_webui_progress_coherent(webui, astronaut, monkeypa
                 # what the pipeline reports after each written chunk
                 progress(done, n, f"fake: frame {done}/{n}" + (f" - {ctx.status}" if ctx.status else ""),
                          chunk.frames[-1])
-        assert stage.stats.sd_calls == calls and stage.calls_planned([0, 5, 10], n) >= calls
+        assert stage.stats.sd_calls == calls and stage.calls_planned(kf, n) >= calls
         calls_seen = [s for s in samples if s[0] == "img2img start"]
         assert len(calls_seen) == calls
         first = samples.index(calls_seen[0])
         refine = samples[first:]
-        for where, job_no, job_count, frac, text, _, _ in refine:
+        for where, job_no, job_count, frac, text, _, _, eta in refine:
             assert 0 <= job_no <= job_count, (where, job_no, job_count)
-            assert 0.0 <= frac <= 1.0
+            assert 0.0 <= frac <= 1.0 and eta >= 0, (where, frac, eta)
             assert text.startswith("Talking Head: ") and "refine (img2img): call" in text, text
-        fracs = [s[3] for s in refine]
+        fracs = [s[3] for s in samples]  # the whole job, frames before the first call included
         assert all(b >= a for a, b in zip(fracs, fracs[1:])), fracs
-        assert fracs[-1] == pytest.approx(1.0)
+        assert 0.5 < fracs[-1] <= 0.98 and all(s[7] >= 0 for s in samples)
         # a new live image after every call: the refined crop, shown before the next call starts
         live = [s[5] for s in calls_seen] + [state.id_live_preview]
         assert all(b > a for a, b in zip(live, live[1:])), live
         assert calls_seen[-1][6] is not None
         texts = [s[4] for s in calls_seen]
-        assert [t.split("call ")[1].split(",")[0] for t in texts] == [f"{i}/{stage.calls_planned([0, 5, 10], n)}"
+        assert [t.split("call ")[1].split(",")[0] for t in texts] == [f"{i}/{stage.calls_planned(kf, n)}"
                                                                       for i in range(1, calls + 1)]
-        assert "ETA" in texts[-1] and "frame 1/12" in texts[0]
+        assert "ETA" in texts[-1] and f"frame {kf[0] + 1}/12" in texts[0]
         assert any("refine (img2img): call" in r for r in reports)  # the tab sees the stage too
 
 
@@ -829,6 +831,7 @@ def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypat
     and read exactly i / 3 at the start of call i."""
     shared, a1111 = webui
     from modules import processing
+    from modules.shared_state import api_progress
 
     host = a1111.get_host()
     state = shared.state
@@ -839,7 +842,7 @@ def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypat
         state.sampling_steps = p.steps  # what the host's sampler does per step
         for step in range(p.steps + 1):
             state.sampling_step = step
-            seen.append((state.job_no, state.job_count, state.double_progress()))
+            seen.append((state.job_no, state.job_count, state.double_progress(), api_progress(state)[1]))
         return original(p)
     monkeypatch.setattr(processing, "process_images", process_images)
     images = np.stack([astronaut[:64, 64 * i:64 * i + 64] for i in range(4)])
@@ -855,14 +858,15 @@ def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypat
                                         extra={"max_batch": max_batch, "call_index": index, "calls_total": 3,
                                                "status": f"refine (img2img): call {index + 1}/3"}))
             assert state.textinfo == f"Talking Head: refine (img2img): call {index + 1}/3"
-        seen.append((state.job_no, state.job_count, state.double_progress()))
+        seen.append((state.job_no, state.job_count, state.double_progress(), api_progress(state)[1]))
     assert len(seen) == 4 * (4 + 2 + 1) + 1
-    for job_no, job_count, frac in seen:
-        assert 0 <= job_no <= job_count and 0.0 <= frac <= 1.0
+    for job_no, job_count, frac, eta in seen:
+        assert 0 <= job_no <= job_count and 0.0 <= frac <= 1.0 and eta >= 0
     fracs = [s[2] for s in seen]
     assert all(b >= a for a, b in zip(fracs, fracs[1:])), fracs
-    assert [fracs[i] for i in starts] == pytest.approx([0.0, 1 / 3, 2 / 3])
-    assert seen[-1][:2] == (3, 3) and fracs[-1] == pytest.approx(1.0)  # one piece in the last call
+    # 3 calls as jobs 0-2 of 4 (3/3 would read 1.01 in /sdapi/v1/progress: a negative ETA)
+    assert [fracs[i] for i in starts] == pytest.approx([0.0, 1 / 4, 2 / 4])
+    assert seen[-1][:2] == (3, 4) and fracs[-1] == pytest.approx(3 / 4)  # one piece in the last call
 
 
 def test_server_folders_shown_only_when_the_webui_allows(webui):
@@ -888,3 +892,17 @@ def test_server_folders_shown_only_when_the_webui_allows(webui):
         assert visible(**cmd) == {"checkpoints": False, "lipsync_debug": False, "fps": False, "crf": True}, cmd
     shared.opts.talking_head_show_server_paths = True
     assert visible(listen=True) == {"checkpoints": True, "lipsync_debug": True, "fps": False, "crf": True}
+
+
+@pytest.mark.parametrize("shown_steps,calls", [(0, 1), (0, 3), (13, 3), (25, 2), (20, 200)])
+def test_refinement_goes_on_from_the_frames_already_shown(webui, shown_steps, calls):
+    """A refinement that starts after frames were shown (steps of 26 = 25 frames) continues the bar:
+    call 0 starts at or above what was shown, the last call ends at most at 0.98 (then 0.01 + that
+    keeps the WebUI's ETA >= 0)."""
+    shared, a1111 = webui
+    state = shared.state
+    state.job_count, state.job_no, state.sampling_steps, state.sampling_step = 1, 0, 26, shown_steps
+    base, jobs = a1111.A1111Host._refine_jobs(state, calls)
+    shown = min(shown_steps / 26, 0.9)
+    assert base / jobs >= shown - 1e-9 and (base + calls) / jobs <= 0.98
+    assert jobs <= (calls + 1) / (0.98 - shown) + 2  # no more jobs than that needs

@@ -33,6 +33,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -199,6 +200,8 @@ class A1111Host:
         self.current_task_id: Optional[str] = None
         #: True from the run's first refinement img2img call to its end (see :meth:`progress`).
         self._refining = False
+        #: (first job, jobs) the refinement's calls map to (see :meth:`_refine_jobs`).
+        self._refine_scale = (0, 1)
 
     # -- folders and settings ------------------------------------------------------------------
     @staticmethod
@@ -248,10 +251,12 @@ class A1111Host:
         total = max(int(total), 0)
         done = max(int(done), 0)
         if not self._refining:
+            # frames as sampling steps of one job; the steps have 2 % headroom because the WebUI's
+            # /sdapi/v1/progress adds 0.01 and derives its ETA from the sum before clamping it to 1
             state.job_count = 1
             state.job_no = 0
-            state.sampling_steps = total
-            state.sampling_step = min(done, total) if total else done
+            state.sampling_steps = total + max(1, -(-total // 49)) if total else 0
+            state.sampling_step = min(done, total) if total else 0
         # while the refinement runs, job_no / job_count count its img2img calls (see img2img) and the
         # host's sampler moves sampling_step: frames only show in the text
         state.textinfo = f"{TAB_TITLE}: {text}" if text else f"{TAB_TITLE}: frame {done}/{total}"
@@ -435,22 +440,45 @@ class A1111Host:
             self._set_preview(shared.state, out[0])  # the host's live image: the crop just refined
         return out
 
+    @staticmethod
+    def _refine_jobs(state, calls: int) -> tuple:
+        """(base, jobs): the refinement's ``calls`` img2img calls become jobs base .. base + calls - 1 of
+        ``jobs``, so that the bar goes on from what it showed (base / jobs >= the frames' fraction so
+        far, taken as at most 0.9) and ends at (base + calls) / jobs <= 0.98 (the WebUI's progress API
+        adds 0.01 and its ETA turns negative past 1)."""
+        shown = 0.0
+        if state.job_count and state.job_count > 0:
+            shown = state.job_no / state.job_count
+            if state.sampling_steps:
+                shown += state.sampling_step / state.sampling_steps / state.job_count
+        shown = min(max(shown, 0.0), 0.9)
+        jobs = calls + 1
+        while True:
+            base = math.ceil(shown * jobs - 1e-9)
+            if base + calls <= 0.98 * jobs:
+                return base, jobs
+            jobs += 1
+
     def _start_img2img_piece(self, state, extra: dict, piece: int, pieces: int) -> None:
         """Keep ``shared.state`` coherent over the refinement's many ``process_images`` calls.
 
         The WebUI's progress APIs read ``(job_no + sampling_step / sampling_steps) / job_count`` and every
-        ``process_images`` ends with ``state.nextjob()`` (job_no + 1). One stage call (``extra``:
-        ``call_index`` i of ``calls_total`` n) runs ``pieces`` = m ``process_images`` (one per mask group
-        and batch), so before piece k: job_count = n * m, job_no = i * m + k. Progress is then
-        (i + (k + step / steps) / m) / n: in [0, 1], job_no <= job_count, and at each call's start
-        exactly i / n whatever m is, so it never decreases across calls. No-op outside a refinement
-        (no ``calls_total``)."""
+        ``process_images`` ends with ``state.nextjob()`` (job_no + 1). Call i (``extra``: ``call_index``,
+        ``calls_total``) is job base + i of K (:meth:`_refine_jobs`, fixed at the run's first call) and
+        runs ``pieces`` = m ``process_images`` (one per mask group and batch), so before piece k:
+        job_count = K * m, job_no = (base + i) * m + k. Progress is then (base + i + (k + step / steps)
+        / m) / K: job_no <= job_count, at each call's start exactly (base + i) / K whatever m is (never
+        decreasing), at most 0.98 (the API's ETA stays >= 0). No-op outside a refinement (no
+        ``calls_total``)."""
         if "calls_total" not in extra:
             return
         index = max(0, int(extra.get("call_index", 0)))
-        calls = max(int(extra["calls_total"]), index + 1)
-        state.job_count = calls * pieces
-        state.job_no = index * pieces + piece
+        if not self._refining:
+            self._refine_scale = self._refine_jobs(state, max(int(extra["calls_total"]), index + 1))
+        base, jobs = self._refine_scale
+        call = min(base + index, jobs - 1)  # more calls than planned: the bar waits at its last step
+        state.job_count = jobs * pieces
+        state.job_no = call * pieces + piece
         state.sampling_step = 0
         self._refining = True
         if extra.get("status"):

@@ -99,3 +99,20 @@ class State:
             if self.sampling_steps > 0:
                 progress += 1 / self.job_count * self.sampling_step / self.sampling_steps
         return min(progress, 1.0)
+
+
+def api_progress(state) -> tuple:
+    """(progress, eta_relative) as v1.10.1's and Forge's ``/sdapi/v1/progress`` compute them
+    (``modules/api/api.py``): 0.01 + job_no / job_count + sampling_step / sampling_steps / job_count,
+    the ETA from that sum before it is clamped to 1 (so a sum over 1 gives a negative ETA)."""
+    import time
+
+    if state.job_count == 0:
+        return 0.0, 0.0
+    progress = 0.01
+    if state.job_count > 0:
+        progress += state.job_no / state.job_count
+    if state.sampling_steps > 0:
+        progress += 1 / state.job_count * state.sampling_step / state.sampling_steps
+    elapsed = max(time.time() - (state.time_start or time.time()), 1e-3)
+    return min(progress, 1.0), elapsed / progress - elapsed
