@@ -84,3 +84,34 @@ def test_a_failing_worker_is_a_typed_error(speech, monkeypatch):
     monkeypatch.setattr(phonemes.sys, "executable", "/bin/false")
     with pytest.raises(DependencyError, match="speech-alignment worker failed"):
         phonemes.align_phonemes(speech)
+
+
+def test_worker_reads_long_speech_by_segment_from_file_or_pipe(speech):
+    """50 s (three ~20 s segments): the worker reads its request file slice by slice (never the whole
+    track) and a piped request whole; both give exactly the in-process spans."""
+    import json
+    import sys
+
+    x = np.tile(speech, int(np.ceil(50 * phonemes.RATE / len(speech))))[:50 * phonemes.RATE]
+    assert len(phonemes._split_points(x)) >= 2
+    expected = phonemes._align_spans(x, None)
+    assert expected and expected[-1][1] > 40.0  # phones found in the last segment too
+    via_file = phonemes._align_spans_in_worker(x, None)
+    assert via_file == [(str(n), float(a), float(b)) for n, a, b in expected]
+    body = json.dumps({"transcript": None, "samples": int(x.size)}).encode() + b"\n" + x.astype("<f4").tobytes()
+    p = subprocess.run([sys.executable, "-m", phonemes.__name__], input=body, capture_output=True,
+                       env=phonemes._worker_env(), timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    spans = json.loads(p.stdout.decode().strip().splitlines()[-1])["spans"]
+    assert [(str(n), float(a), float(b)) for n, a, b in spans] == via_file
+    # a request file cut short is refused, not read as zeros; strided reads are refused
+    import tempfile
+    with tempfile.TemporaryFile() as f:
+        f.write(np.ones(8, "<f4").tobytes())
+        f.flush()
+        short = phonemes._FileSamples(f.fileno(), 0, 10)
+        assert short[2:6].tolist() == [1.0] * 4
+        with pytest.raises(SystemExit, match="ended before sample 10 of 10"):
+            short[0:10]
+        with pytest.raises(IndexError):
+            short[::2]

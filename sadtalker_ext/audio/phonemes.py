@@ -181,19 +181,45 @@ def _align_spans_in_worker(x16: np.ndarray, transcript: str | None,
     return [(str(n), float(a), float(b)) for n, a, b in answer["spans"]]
 
 
+class _FileSamples:
+    """float32 samples stored in a regular file from byte ``offset``, read per slice with ``os.pread``:
+    the worker never holds the whole track (``_split_points`` and ``_align_spans`` take slices only)."""
+
+    def __init__(self, fd: int, offset: int, n: int):
+        self.fd, self.offset, self.n = fd, offset, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(self.n)
+        if step != 1:
+            raise IndexError("only contiguous slices of the samples are read")
+        count = max(0, stop - start)
+        data = os.pread(self.fd, 4 * count, self.offset + 4 * start)
+        if len(data) != 4 * count:
+            raise SystemExit(f"the speech-alignment request ended before sample {stop} of {self.n}")
+        return np.frombuffer(data, dtype="<f4")
+
+
 def _worker_main() -> int:
     """``python -m sadtalker_ext.audio.phonemes``: a JSON header line, float32 samples; answers JSON."""
+    import stat
+
     stdin = sys.stdin.buffer
-    header = json.loads(stdin.readline())
+    line = stdin.readline()
+    header = json.loads(line)
     n = int(header["samples"])
-    # read straight into the float32 array (one copy of the track, not bytes + an astype copy)
-    x16 = np.empty(n, "<f4")
-    view, got = memoryview(x16).cast("B"), 0
-    while got < 4 * n:
-        k = stdin.readinto(view[got:])
-        if not k:
-            raise SystemExit(f"the speech-alignment request ended after {got // 4} of {n} samples")
-        got += k
+    if stat.S_ISREG(os.fstat(stdin.fileno()).st_mode):  # the request file: read segment by segment
+        x16 = _FileSamples(stdin.fileno(), stdin.tell(), n)
+    else:  # a pipe: read straight into the float32 array (one copy of the track)
+        x16 = np.empty(n, "<f4")
+        view, got = memoryview(x16).cast("B"), 0
+        while got < 4 * n:
+            k = stdin.readinto(view[got:])
+            if not k:
+                raise SystemExit(f"the speech-alignment request ended after {got // 4} of {n} samples")
+            got += k
     spans = _align_spans(x16, header.get("transcript"))
     sys.stdout.write(json.dumps({"spans": spans}) + "\n")
     sys.stdout.flush()
