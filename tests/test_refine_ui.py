@@ -74,7 +74,8 @@ def test_plot_has_each_numeric_parameter_with_keyframe_markers():
                           Keyframe(time=9, cfg_scale=3.0)]).validate()
     fig = plot_schedule(s, 4.0)
     axes = fig.axes
-    assert [a.get_ylabel() for a in axes] == ["denoising strength", "CFG scale", "steps", "seed", "mask blur (px)",
+    # no seed panel: no keyframe fixes it (-1 = random per run), so it would be a flat line at -1
+    assert [a.get_ylabel() for a in axes] == ["denoising strength", "CFG scale", "steps", "mask blur (px)",
                                               "padding (px)"]
     def markers(ax):
         return [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
@@ -90,6 +91,9 @@ def test_plot_has_each_numeric_parameter_with_keyframe_markers():
     np.testing.assert_allclose(markers(axes[2])[0].get_xdata(), [2.0])
     vlines = sorted({float(ln.get_xdata()[0]) for ln in axes[3].get_lines()[1:]})
     assert vlines == [0.0, 2.0]                                                      # every keyframe in the video
+    seeded = plot_schedule(KeyframeSchedule([Keyframe(time=0), Keyframe(time=2, seed=1234)]).validate(), 4.0)
+    ax = [a for a in seeded.axes if a.get_ylabel() == "seed"]
+    assert len(ax) == 1 and ax[0].get_lines()[0].get_ydata().max() == 1234
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -175,7 +179,7 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
         name = str(f)
     assert h["import_file"](Tmp())[0] == text
     fig, msg = h["plot"](EXAMPLE_ROWS, "keyframes", 4, True, 3.0)
-    assert msg == "" and len(fig.axes) == 6
+    assert msg == "" and len(fig.axes) == 5  # no seed panel: the example fixes no seed
     out, msg = h["preview"](None, 0.0, None, *on)
     assert "InputError" in msg                                 # no image chosen: a message, no crash
 
@@ -200,7 +204,7 @@ def test_panel_builds_under_gradio4(gradio4_python, tmp_path):  # noqa: F811
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][len("RESULT"):])
     assert res["v"].startswith("4.40") and res == {**res, "inputs": 7, "deps": 5, "mode": "every", "keys": 2,
-                                                    "axes": 6, "msg": ""}
+                                                    "axes": 5, "msg": ""}
 
 
 def test_panel_uses_no_gradio3_only_calls():

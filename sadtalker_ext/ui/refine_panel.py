@@ -162,13 +162,15 @@ def rows_to_schedule(rows: Any, *, mode: str = "keyframes", batch_size: int = 4,
 def plot_schedule(schedule: KeyframeSchedule, duration_s: float, fps: float = FPS, fields: Sequence[str] = NUMERIC_FIELDS):
     """A matplotlib Figure: one panel per numeric field, its interpolated value at every frame of a
     ``duration_s`` video (x in seconds), round markers at the keys of that field inside the video,
-    light vertical lines at every keyframe, and the video's end. Uses the Agg backend (no display)."""
+    light vertical lines at every keyframe, and the video's end. The seed gets a panel only when some
+    frame has a fixed seed (-1, a random seed per run, is no curve). Uses the Agg backend (no display)."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     n = max(1, int(round(float(duration_s) * fps)))
     t = np.arange(n) / fps
+    fields = [f for f in fields if f != "seed" or np.any(np.asarray(schedule.track_values(f, fps, n)) >= 0)]
     fig = Figure(figsize=(7.0, 1.35 * len(fields) + 0.4), dpi=90)
     axes = fig.subplots(len(fields), 1, sharex=True, squeeze=False)[:, 0]
     all_keys = [k for k in schedule.keyframe_frames(fps) if k < n]
