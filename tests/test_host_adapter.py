@@ -906,3 +906,31 @@ def test_refinement_goes_on_from_the_frames_already_shown(webui, shown_steps, ca
     shown = min(shown_steps / 26, 0.9)
     assert base / jobs >= shown - 1e-9 and (base + calls) / jobs <= 0.98
     assert jobs <= (calls + 1) / (0.98 - shown) + 2  # no more jobs than that needs
+
+
+def test_models_panel_does_not_ask_for_restorers_the_webui_has(webui, tmp_path):
+    """Inside the WebUI the lip-sync stage uses the host's GFPGAN / CodeFormer: the Models panel must not
+    list our copies as missing nor offer to download them; standalone it still does."""
+    gr = pytest.importorskip("gradio")
+    shared, a1111 = webui
+    from modules import script_callbacks
+    from sadtalker_ext.host.base import LocalHost
+    from sadtalker_ext.ui import tab
+
+    import html
+
+    def row(text, name):
+        return html.unescape(next(r for r in text.split("<tr") if f"<td>{name}</td>" in r))
+
+    host = a1111.get_host()
+    inside = tab.models_html(host, str(tmp_path / "empty"))
+    for name in ("GFPGANv1.4.pth", "codeformer.pth"):
+        assert "not needed: the WebUI's own face restoration is used" in row(inside, name)
+        assert "missing" not in row(inside, name)
+    assert "missing" in row(inside, "wav2lip_gan.pth")  # the others still are
+    alone = tab.models_html(LocalHost(output_dir=tmp_path / "out"), str(tmp_path / "empty"))
+    assert "missing (optional)" in row(alone, "GFPGANv1.4.pth")
+    script_callbacks.ui_settings_callback()
+    blocks = _build_real_tab_in_webui(gr)
+    assert _component(blocks, "th_download_restoration") is None
+    assert _component(blocks, "th_download_wav2lip") is not None

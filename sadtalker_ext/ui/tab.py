@@ -169,6 +169,11 @@ def model_dirs_args(host, checkpoints: str | None = None) -> dict:
     return {"checkpoints": explicit, "host_dir": host_dir}
 
 
+#: The model set a host with its own face restorers (``host.provides_face_restoration``: the WebUI's
+#: GFPGAN / CodeFormer, used by the lip-sync stage) does not need: not shown as missing, no download button.
+HOST_PROVIDED_SET = "restoration"
+
+
 def models_html(host, checkpoints: str | None = None) -> str:
     """The model-status panel: one row per registered file, where files go, which engines can run."""
     try:
@@ -182,15 +187,19 @@ def models_html(host, checkpoints: str | None = None) -> str:
         kind, text = error_text(exc)
         return status_html("error", f"Model status unavailable: {text}")
     rows = []
+    host_restores = bool(getattr(host, "provides_face_restoration", False))
     for s in states:
-        if s.present and s.state == locate.OK:
+        css = s.state
+        if host_restores and s.engine == HOST_PROVIDED_SET and not (s.present and s.state == locate.OK):
+            state, css = "not needed: the WebUI's own face restoration is used", "host"
+        elif s.present and s.state == locate.OK:
             state = "present"
         elif s.state == locate.MISSING:
             state = "missing" if s.spec.required else "missing (optional)"
         else:
             state = s.state.replace("-", " ")
         size = _format_size(s.size if s.size is not None else s.spec.display_size)
-        rows.append(f'<tr class="th-model-{html.escape(s.state)}"><td>{html.escape(s.name)}</td>'
+        rows.append(f'<tr class="th-model-{html.escape(css)}"><td>{html.escape(s.name)}</td>'
                     f"<td>{html.escape(s.engine)}</td><td>{size}</td><td>{html.escape(state)}</td>"
                     f"<td>{html.escape(str(s.path) if s.path else '-')}</td></tr>")
     folders = "".join(f"<li>{html.escape(str(d))}{'' if d.is_dir() else ' (does not exist)'}</li>"
@@ -329,7 +338,10 @@ class TalkingHeadUI:
     def _model_sets(self) -> list:
         try:
             from ..models import registry
-            return list(registry.engine_names())
+            names = list(registry.engine_names())
+            if getattr(self.host, "provides_face_restoration", False):
+                names = [n for n in names if n != HOST_PROVIDED_SET]
+            return names
         except Exception:
             log.warning("model registry unavailable", exc_info=True)
             return []
