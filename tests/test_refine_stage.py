@@ -532,3 +532,42 @@ def test_frames_waiting_for_a_keyframe_hold_no_masks(clip, monkeypatch):
     rec = Recorder(fn=lambda im: (seen_at_call.append(len(built)), 255 - im)[1])
     run(RefineStage(KeyframeSchedule([Keyframe(frame=0), Keyframe(frame=23)]), rec), frames, lms, size=4)
     assert seen_at_call == [1, 2] and len(built) == 24
+
+
+@pytest.mark.parametrize("mask,size,expect", [
+    ("full", "auto", (320, 320)),      # the 320 px frame itself, not blown up to the model's 512
+    ("full", "native", (512, 512)),
+    ("full", 256, (256, 256)),
+    ("face", "native", (512, 512)),
+])
+def test_refinement_size_follows_the_video(clip, mask, size, expect):
+    """schedule.size: "auto" refines a crop at its own size in the frame (at most the model's native
+    size), "native" at the model's size (always 512 before), or the given pixels."""
+    frames, lms = clip
+    rec = Recorder(native=512)
+    sched = KeyframeSchedule([Keyframe(frame=0)], size=size).validate()
+    sched.defaults.mask = mask
+    run(RefineStage(sched, rec), frames[:5], lms[:5])
+    assert len(rec.requests) == 1
+    assert rec.requests[0].images.shape[1:3] == expect[::-1]
+    assert (rec.requests[0].extra["width"], rec.requests[0].extra["height"]) == expect
+
+
+def test_refinement_size_auto_for_a_face_crop(clip):
+    """The synthetic face is 92 x 116 px (landmark ellipse), plus 32 px padding a side: its crop is refined
+    at about that size (a multiple of 8), far below the model's 512."""
+    frames, lms = clip
+    rec = Recorder(native=512)
+    sched = KeyframeSchedule([Keyframe(frame=0)]).validate()
+    assert sched.size == "auto" and sched.defaults.mask == "face"
+    run(RefineStage(sched, rec), frames[:5], lms[:5])
+    side = rec.requests[0].images.shape[1]
+    assert rec.requests[0].images.shape[2] == side and side % 8 == 0
+    assert 116 <= side <= 116 + 2 * 32 + 48, side
+
+
+@pytest.mark.parametrize("bad", [0, 63, 2049, 256.0, True, "big"])
+def test_refinement_size_is_checked(bad):
+    with pytest.raises(OptionError, match="size must be"):
+        KeyframeSchedule([Keyframe(frame=0)], size=bad).validate()
+    assert KeyframeSchedule.from_json('{"keyframes": [{"frame": 0}], "size": 384}').size == 384

@@ -339,6 +339,10 @@ class KeyframeSchedule:
         (every frame, batched). batch_size: frames per img2img call in "every" mode (1..64).
     same_noise: the same seed and initial noise for every frame (limits flicker); False uses
         ``seed + frame index``. flow: "dis" or "farneback" (keyframes mode).
+    size: the img2img size of a face crop: "auto" (its own size in the video's frame, rounded up to
+        a multiple of 8, at least 64 and at most the model's native size: a 256 px video is refined
+        at about 256 px, not 512), "native" (the model's native size, e.g. 512) or pixels 64..2048;
+        for the "full" mask it is the long side.
     max_buffer_mb: frame memory the keyframes mode may hold while waiting for the next keyframe
         (16..65536 MiB; see :mod:`.stage`).
     """
@@ -351,6 +355,7 @@ class KeyframeSchedule:
     same_noise: bool = True
     flow: str = "dis"
     max_buffer_mb: float = 1024.0
+    size: Any = "auto"
 
     # -- validation and (de)serialisation -----------------------------------------------------
     def validate(self) -> "KeyframeSchedule":
@@ -367,6 +372,9 @@ class KeyframeSchedule:
             raise OptionError(f"batch_size must be a whole number in 1..64, got {_short(self.batch_size)}")
         if not isinstance(self.same_noise, bool):
             raise OptionError(f"same_noise must be true or false, got {_short(self.same_noise)}")
+        if self.size not in ("auto", "native") and (isinstance(self.size, bool) or not isinstance(self.size, int)
+                                                    or not 64 <= self.size <= 2048):
+            raise OptionError(f"size must be \"auto\", \"native\" or whole pixels 64..2048, got {_short(self.size)}")
         mb = self.max_buffer_mb
         if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 16 <= mb <= 65536:
             raise OptionError(f"max_buffer_mb must be a number in 16..65536, got {_short(mb)}")
@@ -380,7 +388,7 @@ class KeyframeSchedule:
     def to_dict(self) -> dict:
         d = {"version": SCHEMA_VERSION, "mode": self.mode, "batch_size": self.batch_size,
              "same_noise": self.same_noise, "flow": self.flow, "max_buffer_mb": self.max_buffer_mb,
-             "defaults": self.defaults.to_dict(), "interpolation": dict(self.interpolation),
+             "size": self.size, "defaults": self.defaults.to_dict(), "interpolation": dict(self.interpolation),
              "keyframes": [kf.to_dict() for kf in self.keyframes]}
         return d
 

@@ -191,6 +191,23 @@ class RefineStage:
         lm = None if params.mask == "full" else self._landmarks(frame, lms)
         return _Item(index=index, frame=frame, landmarks=lms, params=params, lm=lm)
 
+    def _crop_side(self, item: _Item) -> int:
+        """The img2img side for ``item``'s crop (``schedule.size``): "auto" = the crop's own size in the
+        frame (the long side of the frame for "full"), rounded up to a multiple of 8, clamped to
+        64 .. the model's native size; "native"; or the given pixels."""
+        want = getattr(self.schedule, "size", "native")
+        native = self._native_size()
+        if want == "native":
+            return native
+        if want != "auto":
+            return int(want)
+        if item.regions.full:
+            side = max(item.frame.shape[:2])
+        else:
+            x0, y0, x1, y1 = item.regions.box
+            side = max(x1 - x0, y1 - y0)
+        return int(min(native, max(64, -(-int(side) // 8) * 8)))
+
     def _check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
             raise GenerationInterrupted("generation was interrupted; no video was written")
@@ -200,7 +217,7 @@ class RefineStage:
         self._check_stop()
         p = items[0].params
         first = items[0]
-        size = target_size(first.regions, self._native_size(), first.frame.shape)
+        size = target_size(first.regions, self._crop_side(first), first.frame.shape)
         crops = np.stack([crop_resize(it.frame, it.regions.box, size) for it in items])
         full = first.regions.full
         masks = None if full else np.stack([it.regions.sd_crop_resized(size) for it in items])
