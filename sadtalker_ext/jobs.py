@@ -209,6 +209,8 @@ class JobHost:
     def job(self, name: str, total: int):
         """The host's job context; while inside it this job is the one running on the host."""
         with self._host.job(name, total):
+            if self.stop.is_set():  # interrupted while it waited for the host: nothing is started
+                raise GenerationInterrupted("generation was interrupted before it started; no video was written")
             with self._lock:
                 self.running = True
             try:

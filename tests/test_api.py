@@ -216,6 +216,11 @@ def test_models_route(tmp_path):
     client, host, _ = _client(tmp_path)
     body = client.get("/talking-head/v1/models").json()
     assert "lite" in body["available_engines"]
+    # no server path for a client that did not authenticate (issue 15 item 6)
+    assert body["search_dirs"] == [] and body["download_dir"] is None
+    assert all(f["path"] is None for f in body["files"]) and str(tmp_path) not in json.dumps(body)
+    authed, host, _ = _client(tmp_path / "a", auth="u:p")
+    body = authed.get("/talking-head/v1/models", auth=("u", "p")).json()
     assert str(host.models_dir()) in body["search_dirs"]
     names = {f["name"] for f in body["files"]}
     assert "SadTalker_V0.0.2_256.safetensors" in names

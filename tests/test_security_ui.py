@@ -282,3 +282,62 @@ def test_no_event_of_the_tab_opens_a_server_path_under_gradio4(gradio4_python, t
     result = _run(gradio4_python, tmp_path, arctic_wav, astronaut)
     _check(result, 4)
     assert result["jobs"] >= 1
+
+
+# ------------------------------------------------------------------------------------------- interrupt
+def test_interrupt_stops_only_the_session_that_pressed_it(tmp_path, monkeypatch, astronaut, arctic_wav, request):
+    """Two sessions run at once (the second waits for the host's lock): each Interrupt, with its session's
+    token (the gr.State gradio keeps on the server), stops that session's run only; the host-wide stop is
+    used only while that run holds the host's lock."""
+    pytest.importorskip("gradio")
+    import threading
+    import time
+
+    import numpy as np
+
+    import sadtalker_ext.jobs as jobs
+    from sadtalker_ext.errors import GenerationInterrupted
+    from sadtalker_ext.host.base import LocalHost
+    from sadtalker_ext.ui import tab
+    from test_ui_build import _inputs, as_upload
+
+    host = LocalHost(output_dir=tmp_path / "out")
+    host_stops = []
+    real_interrupt = host.interrupt
+    host.interrupt = lambda: (host_stops.append(time.monotonic()), real_interrupt())
+    ui = tab.build_blocks(host).talking_head_ui
+    wav = str(as_upload(arctic_wav, request))
+
+    def fake_run_job(h, image, audio, options, **kw):
+        with h.job("talking-head", 0):
+            for i in range(6000):
+                if h.interrupted():
+                    raise GenerationInterrupted("interrupted")
+                h.progress(i + 1, 6000, f"frame {i + 1}", np.zeros((8, 8, 3), np.uint8))
+                time.sleep(0.01)
+        raise GenerationInterrupted("ran to the end")   # the test never lets a run finish
+    monkeypatch.setattr(jobs, "run_job", fake_run_job)
+
+    steps = {"a": [], "b": []}
+
+    def run(name):
+        for step in ui.generate(*_inputs(ui, astronaut, wav)):
+            steps[name].append(step)
+    ta = threading.Thread(target=run, args=("a",))
+    ta.start()
+    while not any("frame" in s[0] for s in steps["a"]):
+        time.sleep(0.01)
+    tb = threading.Thread(target=run, args=("b",))
+    tb.start()
+    while not steps["b"]:
+        time.sleep(0.01)
+    token_a, token_b = steps["a"][0][5], steps["b"][0][5]
+    assert token_a and token_b and token_a != token_b
+    assert "Interrupting" in ui.interrupt(token_b)         # b waits for the lock: only its own flag is set
+    tb.join(10)
+    assert "Interrupted" in steps["b"][-1][0] and host_stops == []
+    assert ta.is_alive() and "frame" in steps["a"][-1][0]  # a renders on
+    assert "Interrupting" in ui.interrupt(token_a)
+    ta.join(10)
+    assert "Interrupted" in steps["a"][-1][0] and len(host_stops) == 1
+    assert "Nothing is running" in ui.interrupt(token_a)   # a finished token stops nothing

@@ -61,11 +61,20 @@ class JobQueue:
             self._advance()
 
     @contextlib.contextmanager
-    def turn(self, ticket: int) -> Iterator[None]:
-        """Wait for ``ticket``'s turn, run the body, then let the next ticket in."""
+    def turn(self, ticket: int, cancelled=None) -> Iterator[None]:
+        """Wait for ``ticket``'s turn, run the body, then let the next ticket in.
+
+        ``cancelled``: a callable polled while waiting; when it turns true the ticket is given up and
+        GenerationInterrupted raised (the body never runs)."""
         with self._cond:
             while self._serving != ticket:
-                self._cond.wait()
+                if cancelled is not None and cancelled():
+                    self._pending -= 1
+                    self._abandoned.add(ticket)
+                    self._advance()
+                    from ..errors import GenerationInterrupted
+                    raise GenerationInterrupted("the job was cancelled while it waited; nothing was written")
+                self._cond.wait(0.2 if cancelled is not None else None)
             self._running = True
         try:
             yield

@@ -2,12 +2,14 @@
 import base64
 import json
 import logging
+import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
@@ -100,16 +102,85 @@ async def _read_form(request: Request, body: bytes) -> Dict[str, tuple]:
     return out
 
 
+#: Setting (WebUI) with extra origins allowed to call the API, comma-separated; the default is none.
+SETTING_ORIGINS = "talking_head_api_origins"
+#: Header with which a client names its generate request, so that it can cancel it (``POST /generate/{id}/cancel``).
+JOB_HEADER = "x-talking-head-job"
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+
+
+def same_origin(request: Request, allowed) -> bool:
+    """True when the request has no ``Origin`` (not a browser's cross-site call), or comes from the page's own
+    origin (scheme://host of the request) or one of ``allowed``."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if origin in allowed:
+        return True
+    host = request.headers.get("host", "").lower()
+    return bool(host) and origin in (f"http://{host}", f"https://{host}")
+
+
+def _origin_dependency(allowed):
+    async def require_same_origin(request: Request) -> None:  # async: no thread hop per request
+        if not same_origin(request, allowed):
+            raise HTTPException(status_code=403, detail="cross-origin request refused: the API answers its own "
+                                                        "origin only (allow more with --cors-origins or the "
+                                                        f"{SETTING_ORIGINS} setting)")
+    return require_same_origin
+
+
+class _Jobs:
+    """Running / waiting API requests by client-chosen id (the ``X-Talking-Head-Job`` header), with the
+    user who sent them: only the same id (and user) can cancel one."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: Dict[str, tuple] = {}
+
+    def add(self, job_id: Optional[str], user: Optional[str], job) -> None:
+        if job_id is None:
+            return
+        with self._lock:
+            if job_id in self._jobs:
+                raise InputError(f"a job with the id in {JOB_HEADER} is already running; use a new random id")
+            self._jobs[job_id] = (user, job)
+
+    def remove(self, job_id: Optional[str]) -> None:
+        if job_id is not None:
+            with self._lock:
+                self._jobs.pop(job_id, None)
+
+    def cancel(self, job_id: str, user: Optional[str]) -> bool:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+        if entry is None or entry[0] != user:
+            return False
+        entry[1].interrupt()
+        return True
+
+
 def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefix: str = PREFIX,
-          limits: Optional[Limits] = None, max_jobs: int = 8) -> JobQueue:
+          limits: Optional[Limits] = None, max_jobs: int = 8, allowed_origins=None) -> JobQueue:
     """Add the routes to ``app`` (a FastAPI app); see :func:`sadtalker_ext.api.mount`."""
     creds = parse_credentials(auth)
     queue = JobQueue(max_waiting)
     limits = limits or Limits()
     denied = _auth_check(creds)
-    router = APIRouter(prefix=prefix)
+    if allowed_origins is None:
+        allowed_origins = host.setting(SETTING_ORIGINS, None) if host is not None else None
+    if isinstance(allowed_origins, str):
+        allowed_origins = allowed_origins.replace(";", ",").split(",")
+    allowed = {str(o).strip().rstrip("/").lower() for o in (allowed_origins or ()) if str(o).strip()}
+    # same origin for every route of the router (the /jobs routes too); the password is checked per route
+    router = APIRouter(prefix=prefix, dependencies=[Depends(_origin_dependency(allowed))])
+    jobs = _Jobs()
 
-    def run(ticket: int, req: GenerateRequestData) -> Dict[str, Any]:
+    def user_of(credentials: Optional[HTTPBasicCredentials]) -> Optional[str]:
+        return credentials.username if creds and credentials is not None else None
+
+    def run(ticket: int, req: GenerateRequestData, job) -> Dict[str, Any]:
         from ..audio.decode import load_audio, probe_audio
         from ..io.image import load_image
         from ..jobs import run_job
@@ -128,16 +199,17 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
                 raise
             # decoded only when this request's turn comes: waiting requests hold their files' bytes
             # on disk, not decoded pixels (an 8192x8192 portrait is 200 MB decoded)
-            with queue.turn(ticket):
+            # cancelled while waiting: the ticket is given up and nothing is decoded or run
+            with queue.turn(ticket, cancelled=job.stop.is_set):
                 image = load_image(image_path)
                 clip = load_audio(audio_path)
                 shutil.rmtree(tmp, ignore_errors=True)
-                job = run_job(host, image, clip, req.options, source_info=req.source)
+                done = run_job(job, image, clip, req.options, source_info=req.source)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        video = base64.b64encode(job.path.read_bytes()).decode("ascii") if req.return_video else None
-        res = job.result
-        return {"video": video, "filename": job.path.name, "sidecar": job.sidecar.name, "engine": res.engine,
+        video = base64.b64encode(done.path.read_bytes()).decode("ascii") if req.return_video else None
+        res = done.result
+        return {"video": video, "filename": done.path.name, "sidecar": done.sidecar.name, "engine": res.engine,
                 "frames": res.num_frames, "duration_s": float(res.duration), "seconds": round(res.seconds, 3),
                 "width": int(res.size[0]), "height": int(res.size[1]), "seed": req.options.seed,
                 "options": json.loads(json.dumps(req.options.to_dict(), default=str))}
@@ -161,8 +233,17 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
             else:
                 raise UnsupportedMediaType("send application/json (image and audio base64) or "
                                            "multipart/form-data (files 'image' and 'audio')")
-            ticket = queue.reserve()
-            return await run_in_threadpool(run, ticket, req)
+            job_id = request.headers.get(JOB_HEADER)
+            if job_id is not None and not _JOB_ID.match(job_id):
+                raise InputError(f"{JOB_HEADER} must be a random id of 16-128 letters, digits, '-' or '_'")
+            from ..jobs import JobHost  # imported with the first request (the pipeline comes with it)
+            job = JobHost(host)  # this request's own stop flag: cancel and Interrupt stop only this job
+            jobs.add(job_id, user_of(credentials), job)
+            try:
+                ticket = queue.reserve()
+                return await run_in_threadpool(run, ticket, req, job)
+            finally:
+                jobs.remove(job_id)
         except TalkingHeadError as exc:
             return error_response(exc)
         except ClientDisconnect:  # the client went away while uploading: nothing was started
@@ -183,15 +264,29 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
         from ..models import locate
 
         host_dir = host.models_dir()
+        # server paths only for authenticated clients (with auth every route needs it); names otherwise
+        show = bool(creds)
         files = [{"name": s.name, "engine": s.engine, "state": s.state, "present": s.present, "size": s.size,
-                  "expected_size": s.expected_size, "path": str(s.path) if s.path else None}
+                  "expected_size": s.expected_size, "path": str(s.path) if s.path and show else None}
                  for s in locate.status(host_dir=host_dir)]
         has_torch = importlib.util.find_spec("torch") is not None
         engines = ["lite"] + [e for e in locate.available_engines(host_dir=host_dir)
                               if has_torch or e != "sadtalker"]
         return {"files": files, "available_engines": engines, "torch": has_torch,
-                "search_dirs": [str(d) for d in locate.search_dirs(host_dir=host_dir)],
-                "download_dir": str(locate.download_dir(host_dir=host_dir)), "queue": queue.status()}
+                "search_dirs": [str(d) for d in locate.search_dirs(host_dir=host_dir)] if show else [],
+                "download_dir": str(locate.download_dir(host_dir=host_dir)) if show else None,
+                "queue": queue.status()}
+
+    def cancel(job_id: str, credentials: Optional[HTTPBasicCredentials] = Depends(_BASIC)):
+        """Stop the generate request sent with ``X-Talking-Head-Job: job_id`` (by the same user): the same
+        per-job stop (:meth:`JobHost.interrupt`) as ``DELETE /jobs/{id}`` of an asynchronous job."""
+        refused = denied(credentials)
+        if refused is not None:
+            return refused
+        if not _JOB_ID.match(job_id or "") or not jobs.cancel(job_id, user_of(credentials)):
+            return JSONResponse({"detail": "no running or waiting job of yours has that id", "error": "NotFound"},
+                                status_code=404)
+        return {"cancelled": True, "job": job_id}
 
     request_body = {"required": True, "content": {
         "application/json": {"schema": json_schema(GenerateRequest)},
@@ -209,6 +304,11 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
     from .jobs_async import add_job_routes  # POST/GET/DELETE /jobs: asynchronous jobs
     queue.jobs = add_job_routes(router, host, creds=creds, limits=limits, prefix=prefix,
                                 error_response=error_response, max_jobs=max_jobs)
+    router.add_api_route("/generate/{job_id}/cancel", cancel, methods=["POST"], responses={404: {"model": ErrorResponse}},
+                         summary="Cancel your own generate request",
+                         description=f"Stops the /generate request that was sent with the header {JOB_HEADER}: "
+                                     "job_id (a random id of 16-128 characters); that request then answers 499. "
+                                     "Only that request is touched (with auth: only by the same user).")
     app.include_router(router)
     return queue
 

@@ -55,8 +55,10 @@ class ModelsResponse(BaseModel):
     files: List[ModelFile]
     available_engines: List[str] = Field(..., description="engines that can run now ('lite' always)")
     torch: bool = Field(..., description="whether PyTorch is installed (needed by the neural engines)")
-    search_dirs: List[str] = Field(..., description="folders searched for model files, in order")
-    download_dir: str = Field(..., description="where downloaded / hand-copied files should go")
+    search_dirs: List[str] = Field(..., description="folders searched for model files, in order (empty "
+                                                    "unless the API has auth: server paths are not shown)")
+    download_dir: Optional[str] = Field(None, description="where downloaded / hand-copied files should go "
+                                                          "(with auth only)")
     queue: Dict[str, Any] = Field(default_factory=dict, description="running / waiting API jobs")
 
 

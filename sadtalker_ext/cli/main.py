@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: %(default)s)")
     ui.add_argument("--models-dir", default=None, help="folder with model files (searched after "
                     "$SADTALKER_CHECKPOINTS)")
+    ui.add_argument("--auth", "--gradio-auth", "--api-auth", dest="auth", default=None, metavar="USER:PASS",
+                    help="password for the page (gradio's login) and the HTTP API (Basic auth): "
+                         "'user:pass' or 'user:pass,user2:pass2'; $TALKING_HEAD_AUTH when not given")
+    ui.add_argument("--insecure", action="store_true",
+                    help="allow a non-loopback --host without --auth (anyone who can reach it may use it)")
+    ui.add_argument("--cors-origins", default=None, metavar="ORIGINS",
+                    help="other sites whose pages may call this server, e.g. 'https://a.example,"
+                         "http://b.example:8080' (default: none, same origin only)")
+    ui.add_argument("--header-timeout", type=float, default=None, metavar="S",
+                    help="close a connection that takes longer than this to send a request's headers "
+                         "(default: 10)")
     return p
 
 
@@ -155,7 +166,9 @@ def main(argv=None) -> int:
             return args.func(args)
         if args.command == "ui":
             from ..ui.standalone import serve
-            serve(args.host, args.port, args.output_dir, models_dir=args.models_dir)
+            serve(args.host, args.port, args.output_dir, models_dir=args.models_dir,
+                  auth=args.auth or os.environ.get("TALKING_HEAD_AUTH") or None, insecure=args.insecure,
+                  cors_origins=args.cors_origins, header_timeout=args.header_timeout)
             return 0
         from ..io.video_writer import check_output_path
         from ..pipeline import Callbacks, generate

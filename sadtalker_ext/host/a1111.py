@@ -75,6 +75,9 @@ SETTINGS: Dict[str, Tuple[Any, str, str]] = {
         False, "Show server folders in the tab (Checkpoint folder, lip-sync debug folder)",
         "off: shown only while the WebUI answers this machine alone (no --listen, --share, --ngrok, "
         "or --server-name other than localhost)"),
+    "talking_head_api_origins": (
+        "", "Other sites allowed to call the Talking Head HTTP API",
+        "comma-separated origins like https://site.example; empty: the WebUI's own pages only; restart to apply"),
 }
 
 #: --server-name values that keep the WebUI on this machine.

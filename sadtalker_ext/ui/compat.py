@@ -245,6 +245,28 @@ def launch(blocks, host: str, port: int, allowed_paths: Sequence[str] = (), **kw
     return app, local_url
 
 
+def mount_blocks(app, blocks, path: str = "/", auth=None, allowed_paths: Sequence[str] = ()):
+    """Serve ``blocks`` under ``path`` of a FastAPI ``app`` with gradio's own ``gr.mount_gradio_app``
+    (3.41 and 4.40), with gradio's login (``auth``: list of (user, password)) and ``allowed_paths``.
+    Returns gradio's mounted app (the one with the ``/file=`` route)."""
+    g = gr()
+    params = inspect.signature(g.mount_gradio_app).parameters
+    kwargs = {}
+    if "auth" in params:                       # gradio 4: the mount takes them
+        kwargs.update(auth=auth, allowed_paths=list(allowed_paths), show_error=True)
+    else:                                      # gradio 3: launch() would have set them on the Blocks
+        blocks.auth = list(auth) if auth else None
+        blocks.auth_message = getattr(blocks, "auth_message", None)
+        blocks.allowed_paths = list(allowed_paths)
+        blocks.blocked_paths = list(getattr(blocks, "blocked_paths", None) or [])
+        blocks.show_error = True
+    g.mount_gradio_app(app, blocks, path, **kwargs)
+    mounted = [r for r in app.routes if getattr(r, "path", None) in (path.rstrip("/"), path)
+               and hasattr(r, "app")][-1].app
+    blocks.server_app = mounted
+    return mounted
+
+
 def component_names(blocks) -> dict:
     """``{elem_id: component}`` of every component of ``blocks`` that has an ``elem_id`` (for tests)."""
     return {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
@@ -269,5 +291,5 @@ def dependencies(blocks) -> list:
 
 
 __all__ = ["gr", "version", "major", "make", "update", "listen", "audio_inputs", "image_input",
-           "file_input", "select_data_type", "enable_queue", "relax_queue_timeout", "launch", "translate_kwargs", "raw_audio_files", "component_names",
+           "file_input", "select_data_type", "enable_queue", "relax_queue_timeout", "launch", "mount_blocks", "translate_kwargs", "raw_audio_files", "component_names",
            "dependencies"]

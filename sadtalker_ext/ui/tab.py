@@ -553,6 +553,8 @@ class TalkingHeadUI:
                 None, None, keep, history, token
             while worker.is_alive():
                 worker.join(POLL_S)
+                if job.stop.is_set() and not job.running and worker.is_alive():
+                    break  # interrupted while waiting for the host: it will not start (JobHost.job)
                 version, done, total, text, preview = job.snapshot()
                 now = time.perf_counter()
                 if worker.is_alive() and (version != seen or now - last >= HEARTBEAT_S):
@@ -568,6 +570,8 @@ class TalkingHeadUI:
         finally:
             with self._active_lock:
                 self._jobs.pop(token, None)
+        if "error" not in box and "result" not in box:  # left waiting for the host (see above)
+            box["error"] = GenerationInterrupted("generation was interrupted; no video was written")
         if "error" in box:
             exc = box["error"]
             if not isinstance(exc, TalkingHeadError):
