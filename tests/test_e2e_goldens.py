@@ -179,16 +179,25 @@ def sadtalker_run(synthetic_checkpoints, arctic_wav):
     return eng, src, motion, frames
 
 
-@pytest.mark.xfail(strict=False, reason="frame 0 measured 1.18e-4 (fast) / 1.20e-4 (plain) vs the 1.10e-4 golden "
-                   "bound: both renderers alike, so the gap is upstream (keypoints or batch 4 vs 1); open")
 @pytest.mark.parametrize("renderer", ["fast", "plain"])
 def test_sadtalker_engine_reproduces_make_animation(sadtalker_run, synthetic_checkpoints, renderer):
+    """Stage by stage against the official code: the source picture as the network gets it, the keypoints, then
+    frames. Frame 0 is also compared with the official run at batch size 1 (sadtalker_e2e_batch1.npz), the
+    batch size we render it at here, within the golden tolerance. The batch-4 golden frames are compared within
+    the golden tolerance plus the official code's own batch-size spread: the official frame 0 at batch 1 vs
+    batch 4 (MappingNet's batched convs move the keypoints by 2.6e-6, the generator turns that into 1.24e-4)."""
     from conftest import golden_tol
 
-    from sadtalker_ext.engines.sadtalker import _PlainRenderer
+    from sadtalker_ext.engines.sadtalker import _PlainRenderer, source_tensor
     from sadtalker_ext.render.facevid2vid.checkpoint import load_generator
     eng, src, motion, frames = sadtalker_run
-    img = torch.from_numpy(np.ascontiguousarray(src.picture.transpose(2, 0, 1), dtype=np.float32) / 255.0)[None]
+    b1, _ = _npz("sadtalker_e2e_batch1.npz")
+    img = source_tensor(src.picture)
+    np.testing.assert_array_equal(img.numpy(), b1["source_image"])  # official img_as_float32 scaling, bit for bit
+    kp0 = eng._driving_keypoints(src, motion.coeffs, 0, 1)
+    kp_err = max(np.abs(src.kp_source.numpy() - b1["kp_source_batch1"]).max(),
+                 np.abs(kp0.numpy() - b1["kp_driving_batch1"]).max())
+    spread = float(np.abs(b1["prediction_frame0"] - frames[0]).max())  # official batch 1 vs official batch 4
     if renderer == "fast":
         r = src.models.renderer
         with src.models.lock:
@@ -198,10 +207,19 @@ def test_sadtalker_engine_reproduces_make_animation(sadtalker_run, synthetic_che
         r = _PlainRenderer(load_generator(synthetic_checkpoints / "SadTalker_V0.0.2_256.safetensors"),
                            torch.device("cpu"), torch.float32)
         r.prepare_source(img, src.kp_source)
+    with src.models.lock:
+        got0 = r.render(kp0)[0].numpy()
+    err_b1 = float(np.abs(got0 - b1["prediction_frame0"]).max())
+    print(f"{renderer}: keypoints vs official batch 1 {kp_err:.2e}; frame 0 vs official batch 1 {err_b1:.2e} "
+          f"(tol {golden_tol(got0):.2e}); official batch-size spread {spread:.2e}")
+    errs = {}
     for f, want in sorted(frames.items()):
-        kp = eng._driving_keypoints(src, motion.coeffs, f, f + 1)
+        kp = kp0 if f == 0 else eng._driving_keypoints(src, motion.coeffs, f, f + 1)
         with src.models.lock:
-            got = r.render(kp)[0].numpy()
-        err = np.abs(got - want).max()
-        print(f"{renderer} renderer, frame {f}: max |ours - official| {err:.2e} (tol {golden_tol(want):.2e})")
-        assert err <= golden_tol(want), f"frame {f}"
+            got = got0 if f == 0 else r.render(kp)[0].numpy()
+        errs[f] = (float(np.abs(got - want).max()), golden_tol(want) + spread)
+        print(f"{renderer} renderer, frame {f}: max |ours - official batch 4| {errs[f][0]:.2e} (tol {errs[f][1]:.2e})")
+    assert kp_err <= 1e-6
+    assert err_b1 <= golden_tol(b1["prediction_frame0"])
+    assert 1e-5 < spread < 5e-4  # the stored official numbers are what they were measured to be
+    assert all(e <= t for e, t in errs.values()), errs

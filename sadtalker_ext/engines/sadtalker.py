@@ -184,6 +184,18 @@ class SadTalkerMotion:
         return int(self.coeffs.shape[0])
 
 
+def source_tensor(picture: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``[S, S, 3]`` -> float32 ``[1, 3, S, S]`` in [0, 1], the KPDetector / generator input.
+
+    Scaled as the official ``get_facerender_data`` does (skimage ``img_as_float32``: ``x * float32(1/255)``,
+    which differs from ``x / 255`` by one float32 ulp for some values; the generator turns that 6e-8 into
+    1.3e-5 on its output frame).
+    """
+    chw = np.ascontiguousarray(picture.transpose(2, 0, 1), dtype=np.float32)
+    chw *= np.float32(1.0 / 255.0)
+    return torch.from_numpy(chw)[None]
+
+
 def _even(n: float) -> int:
     return max(2, int(round(n / 2.0)) * 2)
 
@@ -417,8 +429,7 @@ class SadTalkerEngine:
         from ..render.facevid2vid.keypoints import keypoint_transformation
         nc = 73 if "full" in mode else 70
         with torch.inference_mode():
-            src = torch.from_numpy(np.ascontiguousarray(picture.transpose(2, 0, 1),
-                                                        dtype=np.float32) / 255.0)[None]
+            src = source_tensor(picture)
             kp_canonical = models.kp_detector(src.to(models.device))
             he = models.mapping(torch.from_numpy(source_window(coeffs[:nc])).to(models.device))
             kp_source = keypoint_transformation(kp_canonical, he)
@@ -584,8 +595,7 @@ class SadTalkerEngine:
                 with m.lock:
                     if getattr(m.renderer, "_sadtalker_owner", None) is not source.token:
                         if src_img is None:
-                            src_img = torch.from_numpy(np.ascontiguousarray(
-                                source.picture.transpose(2, 0, 1), dtype=np.float32) / 255.0)[None]
+                            src_img = source_tensor(source.picture)
                         m.renderer.prepare_source(src_img, source.kp_source)
                         m.renderer._sadtalker_owner = source.token
                     pred = m.renderer.render(kp_d)

@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--checkpoints", required=True, type=Path, help="synth_ckpt.py output folder")
     ap.add_argument("--reference", type=Path, default=REF)
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--batch1-only", action="store_true",
+                    help="only write sadtalker_e2e_batch1.npz (frame 0 at batch size 1; about 1 min)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.sadtalker))
 
@@ -109,6 +111,31 @@ def main() -> None:
     for m in (generator, kp_detector, mapping):
         m.eval()
     del st
+
+    # batch size 1, first step only (= frame 0): the official code's own batch-size spread
+    from src.facerender.modules.make_animation import keypoint_transformation
+    d1 = get_facerender_data(str(tmp / "generated.mat"), str(pic_path), str(tmp / "first.mat"),
+                             str(tmp / "none.wav"), 1, expression_scale=1.0, still_mode=False,
+                             preprocess="crop", size=256)
+    p1 = make_animation(d1["source_image"], d1["source_semantics"], d1["target_semantics_list"][:, :1],
+                        generator, kp_detector, None, mapping)[0, 0].numpy().astype(np.float32)
+    with torch.no_grad():
+        kp = {}
+        for tag, dd in (("batch1", d1), ("batch4", data_crop)):
+            kc = kp_detector(dd["source_image"])
+            kp[f"kp_source_{tag}"] = keypoint_transformation(kc, mapping(dd["source_semantics"]))["value"][:1].numpy()
+            kp[f"kp_driving_{tag}"] = keypoint_transformation(
+                kc, mapping(dd["target_semantics_list"][:, 0]))["value"][:1].numpy()
+    meta1 = {"official": f"OpenTalker/SadTalker@{COMMIT}: get_facerender_data(batch_size=1) + make_animation "
+                         "on its first step (frame 0); keypoints by the official keypoint_transformation on "
+                         "the MappingNet output of frame 0's window run alone (batch1) and in the official "
+                         "batch of 4 (frames 0, 16, 32, 48; batch4)",
+             "versions": {"python": platform.python_version(), "torch": torch.__version__, "threads": 1}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out / "sadtalker_e2e_batch1.npz", meta=json.dumps(meta1), prediction_frame0=p1,
+                        source_image=data_crop["source_image"][:1].numpy(), **kp)
+    if args.batch1_only:
+        return
 
     pred = make_animation(data_crop["source_image"], data_crop["source_semantics"],
                           data_crop["target_semantics_list"], generator, kp_detector, None, mapping)
