@@ -19,6 +19,7 @@ from . import __version__
 from .errors import GenerationInterrupted
 from .host.base import Host
 from .options import GenerateOptions
+from .io.digest import sha256_file as _sha256_file
 from .pipeline import Callbacks, Result, generate
 
 log = logging.getLogger(__name__)
@@ -111,14 +112,6 @@ def write_sidecar(out: Path, result: Result, options: GenerateOptions, source_in
     tmp.write_text(json.dumps(meta, indent=2, default=str))
     tmp.replace(sidecar)
     return sidecar
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def describe_input(value, what: str) -> dict:

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 
 from ..errors import InputError, OptionError, TalkingHeadError
 from ..options import GenerateOptions
+from ..io.digest import sha256_file as _sha256_file
 
 #: Job keys that are not generation options.
 INPUT_KEYS = ("image", "video", "audio", "text")
@@ -166,14 +167,6 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
     if len(rows) > MAX_JOBS:
         raise OptionError(f"jobs file {path} has {len(rows)} jobs; split it into files of at most {MAX_JOBS}")
     return rows
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def job_key(job: BatchJob) -> str:
