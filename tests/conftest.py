@@ -75,3 +75,12 @@ def _restore_download_hint():
     saved = locate.DOWNLOAD_HINT
     yield
     locate.DOWNLOAD_HINT = saved
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The real-host suite's phase timings and figures (tests/real_hosts.py), when it ran."""
+    real_hosts = sys.modules.get("real_hosts")
+    if real_hosts is not None and real_hosts.SUMMARY:
+        terminalreporter.section("real hosts: phase timings and figures")
+        for line in real_hosts.SUMMARY:
+            terminalreporter.write_line(line)
