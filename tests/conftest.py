@@ -77,6 +77,20 @@ def _restore_download_hint():
     locate.DOWNLOAD_HINT = saved
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_event_loop_left_running(request):
+    """A module must not leave an asyncio loop running in the main thread: Playwright's sync API keeps
+    its loop "running" until its context exits, and a session-scoped browser then breaks every later
+    ``asyncio.run`` and ``sync_playwright`` (the CI failure of stop 20). Fails at the module that leaks."""
+    yield
+    import asyncio
+
+    loop = asyncio._get_running_loop()
+    if loop is not None and loop.is_running():
+        pytest.fail(f"{request.module.__name__} left an asyncio event loop running in the main thread "
+                    "(scope its Playwright/asyncio fixtures to the module)", pytrace=False)
+
+
 def pytest_terminal_summary(terminalreporter):
     """The real-host suite's phase timings and figures (tests/real_hosts.py), when it ran."""
     real_hosts = sys.modules.get("real_hosts")

@@ -208,7 +208,7 @@ def built_hosts():
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
     if not CHROMIUM.exists() and os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
