@@ -188,7 +188,8 @@ def test_sadtalker_engine_reproduces_make_animation(sadtalker_run, synthetic_che
     batch 4 (MappingNet's batched convs move the keypoints by 2.6e-6, the generator turns that into 1.24e-4)."""
     from conftest import golden_tol
 
-    from sadtalker_ext.engines.sadtalker import _PlainRenderer, source_tensor
+    from sadtalker_ext.engines.sadtalker import source_tensor
+    from sadtalker_ext.render.facevid2vid.adaptive import AdaptiveRenderer, PlainRenderer
     from sadtalker_ext.render.facevid2vid.checkpoint import load_generator
     eng, src, motion, frames = sadtalker_run
     b1, _ = _npz("sadtalker_e2e_batch1.npz")
@@ -200,11 +201,13 @@ def test_sadtalker_engine_reproduces_make_animation(sadtalker_run, synthetic_che
     spread = float(np.abs(b1["prediction_frame0"] - frames[0]).max())  # official batch 1 vs official batch 4
     if renderer == "fast":
         r = src.models.renderer
+        assert isinstance(r, AdaptiveRenderer)  # the engine's renderer on the CPU: its fast path here
+        r = r.paths["fast"]
         with src.models.lock:
             r.prepare_source(img, src.kp_source)
             r._sadtalker_owner = None
     else:
-        r = _PlainRenderer(load_generator(synthetic_checkpoints / "SadTalker_V0.0.2_256.safetensors"),
+        r = PlainRenderer(load_generator(synthetic_checkpoints / "SadTalker_V0.0.2_256.safetensors"),
                            torch.device("cpu"), torch.float32)
         r.prepare_source(img, src.kp_source)
     with src.models.lock:

@@ -94,34 +94,11 @@ def _file_key(path: Path) -> tuple:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
-class _PlainRenderer:
-    """Per-frame generator forward with the :class:`FaceRenderer` interface (fallback only)."""
-
-    def __init__(self, generator, device: torch.device, dtype: torch.dtype):
-        self.generator = generator.to(device)
-        self.device = device
-        self.dtype = dtype
-        self._src: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-
-    def prepare_source(self, image: torch.Tensor, kp_source: torch.Tensor) -> None:
-        self._src = (image.to(self.device), kp_source.to(self.device))
-
-    def render(self, kp_driving: torch.Tensor) -> torch.Tensor:
-        img, kps = self._src
-        b = kp_driving.shape[0]
-        with torch.inference_mode():
-            out = self.generator(img.expand(b, -1, -1, -1), kp_driving.to(self.device),
-                                 kps.expand(b, -1, -1))
-        return out["prediction"].float().cpu()
-
-
 def _make_renderer(generator, device: torch.device, dtype: torch.dtype):
-    try:
-        from ..render.facevid2vid.fast import FaceRenderer
-    except ImportError:  # pragma: no cover - the fast renderer ships with the package
-        log.warning("fast face renderer not available; using the per-frame generator")
-        return _PlainRenderer(generator, device, dtype)
-    return FaceRenderer(generator, device=device, dtype=dtype)
+    """The run's face renderer: on the CPU the path (fast or plain forward) is picked per run by
+    measuring both (:mod:`..render.facevid2vid.adaptive`), elsewhere the fast renderer."""
+    from ..render.facevid2vid.adaptive import make_renderer
+    return make_renderer(generator, device, dtype)
 
 
 @dataclass
