@@ -150,3 +150,22 @@ def test_full_mode_pastes_back_feathered(astronaut, arctic_wav):
     diff = np.abs(frames - src[None]).max(axis=(0, 3))
     edge = diff[ys.min():ys.max() + 1, xs.min()]
     assert edge.max() <= 0.35 * diff.max()
+
+
+def test_lite_cli_run_never_imports_torch(tmp_path, astronaut, arctic_wav):
+    """The weights-free engine starts without torch (importing it is ~2 s of a 10 s job's start-up; silero-vad's
+    package __init__ imports it, so the VAD loads the bundled ONNX file by path): issue 16."""
+    from PIL import Image
+    img = tmp_path / "portrait.png"
+    Image.fromarray(astronaut).save(img)
+    out = tmp_path / "talk.mp4"
+    code = ("import sys\nfrom sadtalker_ext.cli.main import main\n"
+            "rc = main(['--quiet', 'generate', '--image', sys.argv[1], '--audio', sys.argv[2], '--out', sys.argv[3],"
+            " '--engine', 'lite', '--size', '256'])\n"
+            "from sadtalker_ext.audio import vad\n"
+            "print('RESULT', rc, 'torch' in sys.modules, vad._silero_session() is not None)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(img), str(arctic_wav), str(out)], cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "RESULT 0 False True" in p.stdout, p.stdout + p.stderr  # finished, no torch, silero's model ran
+    assert probe(out).num_frames == 100

@@ -37,8 +37,15 @@ class VoiceActivity:
 def _silero_session():
     try:
         import onnxruntime as ort
-        from importlib import resources
-        path = resources.files("silero_vad") / "data" / "silero_vad.onnx"
+        from importlib.util import find_spec
+        from pathlib import Path
+        # the package's folder without running its __init__ (which imports torch: 2 s of start-up)
+        spec = find_spec("silero_vad")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("silero_vad is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
