@@ -6,6 +6,7 @@
     python bench/sadtalker.py --batch 1 4 --threads 2 --repeats 2
     python bench/sadtalker.py --device cuda --fp16    # CUDA, float16 autocast for both paths
     python bench/sadtalker.py --no-baseline --batch 8 16
+    python bench/sadtalker.py --load 2 --frames 12     # quiet vs 2 busy processes: baseline, fast, auto
 
 Weights: --checkpoint, else the synthetic SadTalker_V0.0.2_256.safetensors of the test cache
 ($SADTALKER_SYNTH_DIR or ~/.cache/sd-talking-head/synthetic-ckpts, built with
@@ -23,6 +24,14 @@ process CPU seconds per frame (all threads), the speed-up at the same B and agai
 baseline, and the figures of every round. ``--allocator tuned`` (default) runs both paths with the glibc allocator kept
 from returning large blocks (see sadtalker_ext/render/facevid2vid/alloc.py), ``default`` leaves
 glibc as it is. On CUDA, TF32 is left as torch's defaults set it. No assertions: figures only.
+
+``--load N`` (issue 16) measures what a user meets on a shared machine: each path renders a run of
+``--frames`` frames in batches of the largest ``--batch`` (after two warm-up frames), first on the
+quiet machine, then with N busy background processes (each a 1-thread torch convolution loop, compute
+and memory-bandwidth bound, started before and stopped after each child), and prints wall ms/frame
+quiet and loaded for the per-frame baseline, the fast path and ``auto`` (the engine's renderer on the
+CPU: :class:`~sadtalker_ext.render.facevid2vid.adaptive.AdaptiveRenderer`, whose probes of the
+slower path are inside the timed run).
 """
 from __future__ import annotations
 
@@ -110,6 +119,10 @@ def render_speed(args) -> dict:
             return out["prediction"].float().cpu()
 
     renderer = None
+    if args.only == "auto":
+        from sadtalker_ext.render.facevid2vid.adaptive import make_renderer
+        renderer = make_renderer(gen, device, dtype)
+        renderer.paths["fast"].tune_allocator = False  # the bench sets the allocator mode itself
     if args.only == "fast":  # the baseline process holds no prepared copies of the weights
         # the bench decides the allocator mode itself (same for both paths)
         renderer = FaceRenderer(gen, device=device, dtype=dtype, tune_allocator=False,
@@ -135,18 +148,89 @@ def render_speed(args) -> dict:
             "weights": weights}
     times = {}
     with cpu_allocator_tuned(args.allocator == "tuned" and device.type == "cpu"):
-        if args.only == "fast":
+        if args.only in ("fast", "auto"):
             t0 = time.perf_counter()
             renderer.prepare_source(source, kp_source)
             sync()
             info["prepare_ms"] = 1000 * (time.perf_counter() - t0)
-        fn = fast if args.only == "fast" else baseline
+        fn = fast if args.only in ("fast", "auto") else baseline
         for _ in range(2):  # warm-up (kernel selection, lazily made weights, allocator)
             fn(1)
-        for b in args.batch:
-            times[b] = timed(fn, b)
+        if args.frames:  # a run of --frames frames in batches of the largest --batch
+            b = max(args.batch)
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(0, args.frames, b):
+                fn(min(b, args.frames - i))
+            sync()
+            times[args.frames] = (time.perf_counter() - t0, time.process_time() - c0)
+            if args.only == "auto":
+                info["auto"] = {"frames": renderer.frames, "estimates": renderer.estimates,
+                                "winner": renderer.winner}
+        else:
+            for b in args.batch:
+                times[b] = timed(fn, b)
     info["times"] = {str(b): list(t) for b, t in times.items()}
     return info
+
+
+_LOAD = """
+import torch, time, sys
+torch.set_num_threads(1)
+x = torch.randn(1, 64, 256, 256)
+w = torch.randn(64, 64, 3, 3)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    x = torch.nn.functional.conv2d(x, w, padding=1).tanh_()
+"""
+
+
+@contextlib.contextmanager
+def busy(n: int, seconds: float = 3600.0):
+    """N background processes keeping a core and the memory bus busy until the block ends."""
+    procs = [subprocess.Popen([sys.executable, "-c", _LOAD, str(seconds)]) for _ in range(n)]
+    try:
+        if procs:
+            time.sleep(2.0)  # let them start
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def compare_load(args) -> list:
+    """Each path (baseline, fast, auto) for a run of --frames frames, quiet then with --load busy processes."""
+    paths = ["baseline", "fast", "auto"]
+    rows = []
+    for load in (0, args.load):
+        for p in paths:
+            with busy(load):
+                t0 = time.time()
+                res = _child(args, p)
+            wall, cpu = res["times"][str(args.frames)]
+            extra = ""
+            if "auto" in res:
+                a = res["auto"]
+                extra = (f"  (frames fast/plain {a['frames']['fast']}/{a['frames']['plain']}, "
+                         f"winner {a['winner']})")
+            row = {"load": load, "path": p, "ms_per_frame": 1000 * wall / args.frames,
+                   "cpu_s_per_frame": cpu / args.frames, **({"auto": res["auto"]} if "auto" in res else {})}
+            rows.append(row)
+            if len(rows) == 1:
+                print(res["header"])
+                print(f"weights: {res['weights']}; run of {args.frames} frames in batches of "
+                      f"{max(args.batch)}; load = busy background processes (1-thread conv loops)")
+            print(f"load {load}: {p:8s} {row['ms_per_frame']:7.0f} ms/frame "
+                  f"({row['cpu_s_per_frame']:5.2f} cpu-s/frame, child {time.time() - t0:.0f} s){extra}",
+                  flush=True)
+    by = {(r["load"], r["path"]): r["ms_per_frame"] for r in rows}
+    for load in (0, args.load):
+        base = by[(load, "baseline")]
+        print(f"load {load}: fast x{base / by[(load, 'fast')]:.2f}, auto x{base / by[(load, 'auto')]:.2f} "
+              f"vs the per-frame baseline (> 1 is faster)")
+    return rows
 
 
 def _child(args, path: str) -> dict:
@@ -154,7 +238,7 @@ def _child(args, path: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--only", path,
            "--device", args.device, "--size", str(args.size), "--repeats", str(args.repeats),
            "--threads", str(args.threads), "--allocator", args.allocator,
-           "--winograd", args.winograd, "--batch", *map(str, args.batch)]
+           "--winograd", args.winograd, "--frames", str(args.frames), "--batch", *map(str, args.batch)]
     if args.fp16:
         cmd.append("--fp16")
     if args.parallel_frames:
@@ -229,12 +313,22 @@ def main(argv=None) -> int:
                     help="fast path: split each batch over threads (helps on busy machines)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternations of the fast / baseline processes (best kept)")
-    ap.add_argument("--only", choices=["fast", "baseline"], default=None,
+    ap.add_argument("--load", type=int, default=None, metavar="N",
+                    help="quiet vs N busy background processes: baseline, fast and auto on a run of --frames")
+    ap.add_argument("--frames", type=int, default=0,
+                    help="time a run of this many frames (batches of the largest --batch); default 8 with --load")
+    ap.add_argument("--only", choices=["fast", "baseline", "auto"], default=None,
                     help=argparse.SUPPRESS)  # child mode: time one path, print a JSON result
     ap.add_argument("--checkpoint", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.load is not None and not args.frames:
+        args.frames = 8
     if args.only:
         print(_RESULT + json.dumps(render_speed(args)), flush=True)
+    elif args.load is not None:
+        if max(args.batch) > 4 and args.batch == [1, 2, 4, 8]:
+            args.batch = [4]
+        compare_load(args)
     else:
         compare(args)
     return 0

@@ -149,7 +149,7 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         writer_audio = AudioBlocks(lambda: iter_audio(src, rate))
         ctx.audio = clip = AudioClip(np.zeros(1, np.float32), rate, clip.source)
     with VideoWriter(out, size, fps, audio=writer_audio, sample_rate=clip.sample_rate,
-                     crf=options.crf) as writer:
+                     crf=options.crf, background=True) as writer:
         for chunk in chunks:
             writer.write(chunk.frames)
             done += len(chunk)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import stat
+import threading
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -78,11 +80,16 @@ class VideoWriter:
         :class:`AudioBlocks` (blocks of such samples pulled as the video advances, so long audio
         is never held whole; its rate must be one AAC stores, see AAC_RATES).
     crf/preset: libx264 quality and speed. Raises OutputError when the file cannot be written.
+    background: encode in a thread of its own (default False), so that rendering the next chunk
+        overlaps with encoding this one (libx264 and PyAV's encode release the GIL). ``write``
+        then hands over a copy of the chunk and returns at once (it waits while one chunk is still
+        queued, so memory stays at about two chunks); an encoding error is raised by the next
+        ``write`` or by ``commit``; ``abort`` stops the thread before deleting the file.
     """
 
     def __init__(self, path: str | os.PathLike, size: tuple[int, int], fps: int = 25, *,
                  audio: np.ndarray | None = None, sample_rate: int | None = None, crf: int = 18,
-                 preset: str = "veryfast", threads: int = 0):
+                 preset: str = "veryfast", threads: int = 0, background: bool = False):
         import av
 
         self.path = check_output_path(path)
@@ -95,6 +102,10 @@ class VideoWriter:
         self.tmp = parent / f".{self.path.stem}.{uuid.uuid4().hex[:8]}.part{self.path.suffix or '.mp4'}"
         self._frames = 0
         self._closed = False
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._submitted = 0
         try:
             self.container = av.open(str(self.tmp), mode="w", format=CONTAINERS[self.path.suffix.lower()])
             vs = self.container.add_stream("libx264", rate=self.fps)
@@ -138,6 +149,10 @@ class VideoWriter:
         except OSError as exc:
             self._cleanup()
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}; check the folder and free space") from exc
+        if background:
+            self._queue = queue.Queue(maxsize=1)
+            self._thread = threading.Thread(target=self._encode_loop, name="video-writer", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------------
     def __enter__(self):
@@ -152,18 +167,63 @@ class VideoWriter:
 
     @property
     def frames_written(self) -> int:
-        return self._frames
+        """Frames handed to :meth:`write` (with ``background``, some may still be encoding)."""
+        return self._submitted
 
     def write(self, frames: np.ndarray) -> None:
-        """Encode a chunk of frames uint8 [n, H, W, 3] (or one frame [H, W, 3]) and its audio span."""
-        import av
+        """Encode a chunk of frames uint8 [n, H, W, 3] (or one frame [H, W, 3]) and its audio span.
 
+        Raises OptionError (a frame of another size), OutputError (the file cannot be written)."""
         frames = np.asarray(frames)
         if frames.ndim == 3:
             frames = frames[None]
         n, h, w = frames.shape[:3]
         if (w, h) != self.size:
             raise OptionError(f"frame size {w}x{h} differs from the video size {self.size[0]}x{self.size[1]}")
+        self._raise_error()
+        if self._closed:
+            raise OutputError(f"the writer of {self.path.name} is closed")
+        self._submitted += n
+        if self._queue is None:
+            self._encode(frames)
+            return
+        item = np.array(frames, copy=True)  # the caller may reuse its buffer at once
+        while True:  # wait for room, but notice an encoder that stopped on an error
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            self._stop_thread()
+            self.abort()
+            raise err
+
+    def _encode_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # stopped on an error: drop what is still queued
+            try:
+                self._encode(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the writing thread, raised there
+                self._error = exc
+
+    def _stop_thread(self) -> None:
+        if self._thread is None or threading.current_thread() is self._thread:
+            return
+        thread, self._thread = self._thread, None
+        self._queue.put(None)
+        thread.join()
+
+    def _encode(self, frames: np.ndarray) -> None:
+        import av
+
         try:
             for f in frames:
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
@@ -227,6 +287,10 @@ class VideoWriter:
 
     def commit(self) -> Path:
         """Flush the encoders, close the file and move it onto the final path. Returns that path."""
+        if self._closed and self._thread is None:
+            return self.path
+        self._stop_thread()  # every queued chunk encoded
+        self._raise_error()
         if self._closed:
             return self.path
         if self._frames == 0:
@@ -252,6 +316,10 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Close and delete the temporary file; the final path is never touched."""
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._error = self._error or GeneratorExit()  # the encoder drops what is still queued
+            self._stop_thread()
+            self._error = None
         self._cleanup()
 
     def _cleanup(self):
