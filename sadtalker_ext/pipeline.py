@@ -128,11 +128,17 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     if phoneme_events is not None:
         ctx.info["phoneme_events"] = phoneme_events
     _check_stop(callbacks)
-    _report(callbacks, num_frames, f"{eng.name}: finding the face")
-    source = eng.prepare(img, options)
-    _check_stop(callbacks)
-    _report(callbacks, num_frames, f"{eng.name}: analysing the speech")
-    motion = eng.motion(source, ctx)
+    # speech analysis that needs no face starts first and overlaps with the face (an engine's begin())
+    early = eng.begin(ctx) if hasattr(eng, "begin") else None
+    try:
+        _report(callbacks, num_frames, f"{eng.name}: finding the face")
+        source = eng.prepare(img, options)
+        _check_stop(callbacks)
+        _report(callbacks, num_frames, f"{eng.name}: analysing the speech")
+        motion = eng.motion(source, ctx)
+    finally:
+        if early is not None:
+            early.close()  # stops the analysis worker if the run failed before motion
     _check_stop(callbacks)
     chunks = eng.frames(source, motion, ctx)
     for stage in stages:

@@ -8,8 +8,10 @@ frames by piecewise-affine warping, mouth interior painted, pasted back for ``fu
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -33,6 +35,47 @@ class LiteSource:
     renderer: LiteRenderer
 
 
+class EarlyAlignment:
+    """pocketsphinx's phoneme alignment started before the face is prepared (issue 16: the two overlap).
+
+    The decode runs in :func:`~sadtalker_ext.audio.phonemes.align_phonemes`' worker process; a thread of
+    this process only waits on its pipes (no GIL held). :meth:`result` waits for the events (or None)
+    and re-raises what the alignment raised; :meth:`close` stops the worker if it still runs
+    (idempotent; the pipeline calls it when the run ends, also by an error before motion).
+
+    x16: float32 [n] mono 16 kHz (kept for the rest of the speech analysis).
+    """
+
+    def __init__(self, x16: np.ndarray, transcript: Optional[str], required: bool, should_stop=None):
+        from ..audio import phonemes as ph
+
+        self.x16 = x16
+        self._cancel = threading.Event()
+        self._future: Future = Future()
+        outer = should_stop
+
+        def stop() -> bool:
+            return self._cancel.is_set() or bool(outer is not None and outer())
+
+        def run() -> None:
+            try:
+                self._future.set_result(ph.align_phonemes(x16, transcript=transcript, required=required,
+                                                          should_stop=stop))
+            except BaseException as exc:  # noqa: BLE001 - handed to result(), raised in the run's thread
+                self._future.set_exception(exc)
+
+        self._thread = threading.Thread(target=run, name="lite-alignment", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        """The phoneme events (list of PhonemeEvent) or None; raises as align_phonemes does."""
+        return self._future.result()
+
+    def close(self) -> None:
+        self._cancel.set()
+        self._thread.join()
+
+
 class LiteEngine:
     """See module docstring. Stateless between runs; ``prepare`` builds the per-portrait model."""
 
@@ -40,6 +83,27 @@ class LiteEngine:
     #: frames() never reads ctx.audio (motion() turned it into per-frame values), so the pipeline
     #: may drop the decoded speech before rendering.
     audio_in_frames = False
+
+    @staticmethod
+    def _wants_alignment(ctx: RunContext) -> bool:
+        opts = ctx.options
+        english = opts.language.split("-")[0].split("_")[0] == "en"
+        return ctx.info.get("phoneme_events") is None and (
+            opts.phonemes == "pocketsphinx" or (opts.phonemes == "auto" and english))
+
+    def begin(self, ctx: RunContext) -> Optional[EarlyAlignment]:
+        """Start the speech analysis that does not need the face (pocketsphinx's alignment, ~0.2 s per
+        second of speech in a worker process) before :meth:`prepare`, so the two overlap. Returns the
+        handle (the pipeline closes it when the run ends) or None when no alignment runs."""
+        if not self._wants_alignment(ctx):
+            return None
+        from ..audio.phonemes import _find_spec
+        if _find_spec("pocketsphinx") is None and ctx.options.phonemes != "pocketsphinx":
+            return None
+        job = EarlyAlignment(ctx.audio.resampled(ANALYSIS_RATE), ctx.options.transcript,
+                             ctx.options.phonemes == "pocketsphinx", getattr(ctx, "should_stop", None))
+        ctx.info["early_alignment"] = job
+        return job
 
     def prepare(self, image: np.ndarray, options: GenerateOptions) -> LiteSource:
         face = find_face(image, options.face_index)
@@ -51,7 +115,8 @@ class LiteEngine:
 
     def motion(self, source: LiteSource, ctx: RunContext):
         opts = ctx.options
-        x16 = ctx.audio.resampled(ANALYSIS_RATE)
+        early = ctx.info.pop("early_alignment", None)
+        x16 = early.x16 if early is not None else ctx.audio.resampled(ANALYSIS_RATE)
         T = ctx.num_frames
         vad = detect_voice(x16, T, ctx.fps)
         loud = loudness_envelope(x16, T, ctx.fps)
@@ -59,12 +124,14 @@ class LiteEngine:
         acoustic = visemes_from_acoustics(loud, vad.prob, vad.speech, fm.f1, fm.f2)
         track = acoustic
         events = ctx.info.get("phoneme_events")
-        english = opts.language.split("-")[0].split("_")[0] == "en"
-        if events is None and (opts.phonemes == "pocketsphinx" or (opts.phonemes == "auto" and english)):
-            from ..audio import phonemes as ph
-            events = ph.align_phonemes(x16, transcript=opts.transcript,
-                                       required=opts.phonemes == "pocketsphinx",
-                                       should_stop=getattr(ctx, "should_stop", None))
+        if events is None and (early is not None or self._wants_alignment(ctx)):
+            if early is not None:
+                events = early.result()
+            else:
+                from ..audio import phonemes as ph
+                events = ph.align_phonemes(x16, transcript=opts.transcript,
+                                           required=opts.phonemes == "pocketsphinx",
+                                           should_stop=getattr(ctx, "should_stop", None))
             if events is not None:
                 ctx.info["phoneme_source"] = "pocketsphinx"
         if events:
