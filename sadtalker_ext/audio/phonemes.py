@@ -29,7 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import AudioError, DependencyError, GenerationInterrupted
-from ..motion.lite.visemes import PhonemeEvent
+from .events import PhonemeEvent
 
 log = logging.getLogger(__name__)
 RATE = 16000

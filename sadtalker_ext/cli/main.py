@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="bundled inputs: astronaut photo + CMU ARCTIC a0007")
     demo.add_argument("--out", default="demo.mp4", help="output .mp4 (default: %(default)s)")
     _add_generation_options(demo)
-    from ..batch.cli import add_parser as add_batch
+    from .batch_cmd import add_parser as add_batch
     add_batch(sub, _add_generation_options)
     from .models_cmd import add_parser as add_models
     add_models(sub)

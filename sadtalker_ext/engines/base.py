@@ -6,48 +6,13 @@ stream, so every stage holds at most a chunk or two of frames and memory stays f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from ..audio.decode import AudioClip
+# the chunk stream's types live below the post stages that consume it (lipsync, refine); re-exported
+from ..frames import FrameChunk, RunContext, Stage  # noqa: F401
 from ..options import GenerateOptions
-
-
-@dataclass
-class FrameChunk:
-    """Consecutive output frames.
-
-    start: index of the first frame (frames at ``fps``, 0-based). frames: uint8 [n, H, W, 3] RGB.
-    landmarks: float32 [n, 478, 2] face landmarks on these frames in pixels, when the engine knows
-        them (the lite engine does), else None; later stages use them for masks.
-    """
-
-    start: int
-    frames: np.ndarray
-    landmarks: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-
-@dataclass
-class RunContext:
-    """What stages need to know about the run: audio, fps, options, callbacks and a scratch dict."""
-
-    audio: AudioClip
-    options: GenerateOptions
-    num_frames: int
-    fps: int = 25
-    info: dict[str, Any] = field(default_factory=dict)
-    #: the caller's interrupt check (``Callbacks.should_stop``) for long steps inside an engine, or None
-    should_stop: Any = None
-    #: the caller's ``progress(done, total, text, preview)`` (``Callbacks.progress``) for stages that report
-    #: between chunks (the img2img refinement), or None
-    progress: Any = None
-    #: what a stage is doing now (e.g. "refine (img2img): call 3/12, ETA 40 s"), added to the per-chunk text
-    status: str = ""
 
 
 class Engine(Protocol):
@@ -66,6 +31,3 @@ class Engine(Protocol):
 
     def frames(self, source: Any, motion: Any, ctx: RunContext) -> Iterator[FrameChunk]:
         """Render the motion in chunks of ``ctx.options.chunk_size`` frames."""
-
-
-Stage = Callable[[Iterator[FrameChunk], RunContext], Iterator[FrameChunk]]

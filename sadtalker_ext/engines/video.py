@@ -16,7 +16,7 @@
   timestamps). Memory therefore never grows with the audio or the video length.
 * Landmarks: every frame gets MediaPipe landmarks (``FrameChunk.landmarks``, NaN rows for frames
   without a face), the same face followed from frame to frame
-  (:class:`~sadtalker_ext.lipsync.stage.FaceTracker`, ``options.face_index`` picks it at the start).
+  (:class:`~sadtalker_ext.face.tracking.FaceTracker`, ``options.face_index`` picks it at the start).
 * Odd widths/heights lose their last column/row (H.264 yuv420p needs even sizes). Rotation
   metadata is not applied; frames are used as stored.
 
@@ -164,7 +164,7 @@ class VideoSourceEngine:
         return PingPong(ctx.num_frames)
 
     def frames(self, source: VideoSource, motion: PingPong, ctx: RunContext) -> Iterator[FrameChunk]:
-        from ..lipsync.stage import FaceTracker
+        from ..face.tracking import FaceTracker
 
         step = ctx.options.chunk_size
         w, h = source.size

@@ -46,8 +46,9 @@ import cv2
 import numpy as np
 
 from ..audio.mel import DEFAULT_CONFIG, MEL_STEP, MelConfig, melspectrogram, resample_to_16k
-from ..engines.base import FrameChunk, RunContext
+from ..frames import FrameChunk, RunContext
 from ..errors import CheckpointError, DependencyError, InputError, NoFaceError, OptionError
+from ..face.tracking import FaceTracker  # noqa: F401 - re-exported (was defined here)
 from .compositing import (Box, BoxSmoother, MaskConfig, composite, face_box, lipsync_mask,
                           match_color, write_debug_images)
 
@@ -125,46 +126,6 @@ class MelWindows:
         cols = self.columns(c0, c1)
         return np.ascontiguousarray(np.stack([cols[:, s - c0:s - c0 + MEL_STEP] for s in starts]),
                                     dtype=np.float32)
-
-
-# -- faces ------------------------------------------------------------------------------------------
-class FaceTracker:
-    """Picks one face per frame and follows it: the ``face_index``-th largest on the first frame with
-    faces, then the face whose landmark-box centre is nearest the previous one (within 1.5x its size;
-    farther means the face was lost and the choice starts again).
-
-    ``__call__(frame)`` takes uint8 RGB ``[H, W, 3]`` and returns float32 ``[478, 2]`` pixel
-    landmarks, or None when no face is found. ``detect`` (default
-    :func:`~sadtalker_ext.face.landmarks.detect_faces`) can be replaced for tests.
-    """
-
-    def __init__(self, face_index: int = 0, detect: Optional[Callable[[np.ndarray], list]] = None):
-        self.face_index = int(face_index)
-        self._detect = detect
-        self._prev: Optional[Tuple[float, float, float]] = None  # centre x, y, size
-
-    def reset(self) -> None:
-        self._prev = None
-
-    def __call__(self, frame: np.ndarray) -> Optional[np.ndarray]:
-        detect = self._detect
-        if detect is None:
-            from ..face.landmarks import detect_faces
-            detect = detect_faces
-        faces = detect(frame)
-        if not faces:
-            self._prev = None
-            return None
-        if self._prev is None:
-            face = faces[min(self.face_index, len(faces) - 1)]
-        else:
-            px, py, ps = self._prev
-            dist = [math.hypot((f.box[0] + f.box[2]) / 2 - px, (f.box[1] + f.box[3]) / 2 - py) for f in faces]
-            k = int(np.argmin(dist))
-            face = faces[k] if dist[k] <= 1.5 * ps else faces[min(self.face_index, len(faces) - 1)]
-        x0, y0, x1, y1 = face.box
-        self._prev = ((x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0))
-        return np.ascontiguousarray(face.points[:, :2], dtype=np.float32)
 
 
 # -- the stage --------------------------------------------------------------------------------------

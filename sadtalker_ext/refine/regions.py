@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..lipsync.compositing import LIPS_OUTER, composite, face_mask, feather, polygon_mask
+from ..face.masks import LIPS_OUTER, composite, face_mask, feather, polygon_mask
 
 __all__ = ["Regions", "MOUTH_GROW", "frame_regions", "target_size", "crop_resize", "paste_back", "bbox"]
 

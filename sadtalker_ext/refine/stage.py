@@ -50,12 +50,12 @@ from typing import Any, Callable, Deque, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..engines.base import FrameChunk, RunContext
+from ..frames import FrameChunk, RunContext
 from ..errors import GenerationInterrupted, InputError, OptionError
 from ..host.base import Img2ImgRequest
 from .flow import FlowCarrier, KeyResidual, blend_weight, union_box
 from .keyframes import MODES, KeyframeSchedule, RefineParams, portrait_prompt
-from ..lipsync.compositing import composite
+from ..face.masks import _image, composite
 from .regions import Regions, crop_resize, frame_regions, paste_back, target_size
 
 log = logging.getLogger(__name__)
@@ -444,10 +444,11 @@ class RefineStage:
     def preview(self, frame: np.ndarray, frame_index: int = 0, fps: float = 25.0,
                 landmarks: Optional[np.ndarray] = None) -> np.ndarray:
         """Refine one frame with the parameters scheduled at ``frame_index`` (one backend call,
-        the same crop, mask and paste-back as the "every" mode); returns uint8 ``[H, W, 3]``.
-        A frame without a face is returned unchanged (counted in ``stats.passed_frames``)."""
-        from ..io.image import to_rgb8
-        img = to_rgb8(frame)
+        the same crop, mask and paste-back as the "every" mode); ``frame`` and the result are uint8 RGB
+        ``[H, W, 3]`` (convert other images with :func:`sadtalker_ext.io.image.to_rgb8` first; anything
+        else raises InputError). A frame without a face is returned unchanged (counted in
+        ``stats.passed_frames``)."""
+        img = np.array(_image(frame, "frame to preview"), order="C", copy=True)
         p = self._params([int(frame_index)], fps, self._random_seed())[0]
         it = self._item(int(frame_index), img, landmarks, p)
         if it.regions is None:

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ...errors import InputError, OptionError
-from ...motion.lite.visemes import PhonemeEvent
+from ..events import PhonemeEvent
 from ..decode import MAX_AUDIO_SECONDS, AudioClip
 
 LANGUAGES = ("en", "ru", "zh")

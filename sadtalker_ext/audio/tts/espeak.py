@@ -41,7 +41,7 @@ from typing import Iterator
 import numpy as np
 
 from ...errors import DependencyError, InputError, OptionError
-from ...motion.lite.visemes import PhonemeEvent
+from ..events import PhonemeEvent
 from .base import TTSEngine, SpeechChunk, check_rate_pitch, check_text, split_sentences
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...audio.events import PhonemeEvent  # noqa: F401 - re-exported: the input of visemes_from_phonemes
+
 # (open, width, press) per phoneme class; values follow the usual Disney/Preston-Blair viseme groups.
 _GROUPS = {
     "sil": ((0.0, 0.0, 0.0), ["sil", "sp", "spn", "_", "", "pau", "SIL", "+BREATH+", "+NOISE+"]),
@@ -67,19 +69,6 @@ def phoneme_shape(ph: str, alphabet: str = "") -> tuple[float, float, float]:
     if base[:1] and base[:1] in VISEME_TABLE:
         return VISEME_TABLE[base[:1]]
     return DEFAULT_SHAPE
-
-
-@dataclass(frozen=True)
-class PhonemeEvent:
-    """One phoneme with its time span in seconds from the start of the audio.
-
-    alphabet: "" (ARPAbet or IPA-like, the default) or "espeak" (espeak-ng mnemonics, from TTS).
-    """
-
-    phoneme: str
-    start: float
-    end: float
-    alphabet: str = ""
 
 
 @dataclass

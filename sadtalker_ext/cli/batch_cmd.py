@@ -29,23 +29,23 @@ def add_parser(sub, add_generation_options) -> argparse.ArgumentParser:
 
 
 def run(args, options_from_args=None) -> int:
-    from ..cli import sigint
+    from . import sigint
     from ..errors import OptionError
-    from .jobsfile import load_jobs
+    from ..batch.jobsfile import load_jobs
 
     if options_from_args is None:
-        from ..cli.main import _options as options_from_args
+        from .main import _options as options_from_args
     if args.retries < 0 or args.retries > 100:
         raise OptionError("--retries must be in 0..100")
     base = options_from_args(args)
     jobs = load_jobs(args.jobs, base)
     quiet = bool(getattr(args, "quiet", False))
     if args.ray:
-        from .ray_backend import run_ray
+        from ..batch.ray_backend import run_ray
         summary = run_ray(jobs, args.out, address=args.ray, retries=args.retries, quiet=quiet,
                           actors=args.ray_actors)
     else:
-        from .runner import run_local
+        from ..batch.runner import run_local
         summary = run_local(jobs, args.out, retries=args.retries, quiet=quiet, should_stop=sigint.pressed)
     if not quiet:
         for w in summary.workers:

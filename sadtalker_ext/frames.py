@@ -1,0 +1,56 @@
+"""The chunk stream: what an engine yields and every post stage (lip-sync, refinement) maps.
+
+A post stage is a function from a chunk stream to a chunk stream (:data:`Stage`), so every stage holds
+at most a chunk or two of frames and memory stays flat in the audio's length. :class:`RunContext` is
+what the stages of one run share. These types sit below the stages that use them (see
+tests/test_layering.py); :mod:`sadtalker_ext.engines.base` re-exports them with the engine interface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .audio.decode import AudioClip
+from .options import GenerateOptions
+
+
+@dataclass
+class FrameChunk:
+    """Consecutive output frames.
+
+    start: index of the first frame (frames at ``fps``, 0-based). frames: uint8 [n, H, W, 3] RGB.
+    landmarks: float32 [n, 478, 2] face landmarks on these frames in pixels, when the engine knows
+        them (the lite engine does), else None; later stages use them for masks.
+    """
+
+    start: int
+    frames: np.ndarray
+    landmarks: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class RunContext:
+    """What stages need to know about the run: audio, fps, options, callbacks and a scratch dict."""
+
+    audio: AudioClip
+    options: GenerateOptions
+    num_frames: int
+    fps: int = 25
+    info: dict[str, Any] = field(default_factory=dict)
+    #: the caller's interrupt check (``Callbacks.should_stop``) for long steps inside an engine, or None
+    should_stop: Any = None
+    #: the caller's ``progress(done, total, text, preview)`` (``Callbacks.progress``) for stages that report
+    #: between chunks (the img2img refinement), or None
+    progress: Any = None
+    #: what a stage is doing now (e.g. "refine (img2img): call 3/12, ETA 40 s"), added to the per-chunk text
+    status: str = ""
+
+
+Stage = Callable[[Iterator[FrameChunk], RunContext], Iterator[FrameChunk]]
+
+__all__ = ["FrameChunk", "RunContext", "Stage"]
