@@ -8,11 +8,12 @@ tests/test_layering.py); :mod:`sadtalker_ext.engines.base` re-exports them with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .audio.decode import AudioClip
+from .audio.events import PhonemeEvent
 from .options import GenerateOptions
 
 
@@ -35,13 +36,22 @@ class FrameChunk:
 
 @dataclass
 class RunContext:
-    """What stages need to know about the run: audio, fps, options, callbacks and a scratch dict."""
+    """What the engine and the stages of one run share (built by :func:`sadtalker_ext.pipeline.plan_run`).
+
+    info: the run's report, JSON-able values only, keyed by who wrote them ("lipsync", "refine",
+    "sadtalker", "video", "vad", "viseme_source", "phoneme_source"); it becomes ``Result.info`` and the
+    sidecar's "info". Inputs and hand-overs between an engine's steps are typed fields below, not in it.
+    """
 
     audio: AudioClip
     options: GenerateOptions
     num_frames: int
     fps: int = 25
     info: dict[str, Any] = field(default_factory=dict)
+    #: timed phonemes of the speech given by the caller (text-to-speech), or None: the engine finds its own
+    phoneme_events: Optional[Sequence[PhonemeEvent]] = None
+    #: an engine's speech analysis started by its ``begin()``, handed to its ``motion()`` (or None)
+    early_alignment: Any = None
     #: the caller's interrupt check (``Callbacks.should_stop``) for long steps inside an engine, or None
     should_stop: Any = None
     #: the caller's ``progress(done, total, text, preview)`` (``Callbacks.progress``) for stages that report

@@ -20,7 +20,7 @@ from .errors import GenerationInterrupted
 from .host.base import Host
 from .options import GenerateOptions
 from .io.digest import sha256_file as _sha256_file
-from .pipeline import Callbacks, Result, generate
+from .pipeline import Result, _host_restorer, generate
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def _released_on_failure(path: Path | None):
         raise
 
 
-def _host_restorer(host: Host, options: GenerateOptions):
-    """The host's own face restoration for the lip-sync stage, when the user asked for restoration
-    and the host has restorers (the WebUI); None lets the stage load a standalone one."""
-    if getattr(options, "restore", "none") == "none" or not getattr(host, "provides_face_restoration", False):
-        return None
-    return host.restore_faces
-
-
 def write_sidecar(out: Path, result: Result, options: GenerateOptions, source_info: dict | None = None,
                   extra: dict | None = None) -> Path:
     """Write ``out``'s JSON sidecar (``<out>.json``: every parameter, for reproduction) atomically
@@ -141,36 +133,30 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
 
     ``phoneme_events`` (e.g. from text-to-speech) are passed on to :func:`~sadtalker_ext.pipeline.generate`.
 
-    A host with an ``engine_for(options)`` method (the WebUI adapter) supplies the engine, so that
-    its models folder is searched and loaded models are reused across runs. ``options.refine``
-    runs its img2img refinement on the host's model (``host.img2img``) unless ``options``
-    names an ``sd_checkpoint`` or ``stages`` already holds a refinement stage.
+    The run is :func:`~sadtalker_ext.pipeline.plan_run`'s with this host: a host with an
+    ``engine_for(options)`` method (the WebUI adapter) supplies the engine, so that its models folder is
+    searched and loaded models are reused across runs; ``options.refine`` runs its img2img refinement on
+    the host's model (``host.img2img``) unless ``options`` names an ``sd_checkpoint`` or ``stages``
+    already holds a refinement stage.
     """
     options = options.validate()
     reserved = out is None
     out = out or output_name(host, options)
     with _released_on_failure(out if reserved else None), host.job("talking-head", 0):
-        def should_stop() -> bool:
-            return host.interrupted()
-
-        engine_for = getattr(host, "engine_for", None)
-        engine = engine_for(options) if callable(engine_for) else None
-        stages = list(stages)
-        if getattr(options, "refine", None) is not None and not any(
-                getattr(s, "is_refine_stage", False) for s in stages):
-            from .refine.stage import refine_stage_for
-            refine = refine_stage_for(options, host=host, should_stop=should_stop,
-                                      portrait=image if isinstance(image, (str, Path)) else None)
-            if refine is not None:
-                stages.append(refine)
-        result = generate(image, audio, out, options, engine=engine,
-                          callbacks=Callbacks(progress=host.progress, should_stop=should_stop), stages=stages,
-                          phoneme_events=phoneme_events, host_dir=host.models_dir(),
+        # the plan (pipeline.plan_run) takes the engine, models folder, callbacks and img2img model from the host
+        result = generate(image, audio, out, options, host=host, stages=stages, phoneme_events=phoneme_events,
                           restorer=_host_restorer(host, options))
-    audio_info = {**describe_input(audio, "audio"), "duration_s": round(float(result.duration), 3)}
-    source = {"image": describe_input(image, "image"), "audio": audio_info, **(source_info or {})}
-    sidecar = write_sidecar(out, result, options, source)
+    sidecar = write_sidecar(out, result, options, describe_sources(result, image, audio, source_info))
     return JobResult(path=result.path, sidecar=sidecar, result=result)
+
+
+def describe_sources(result: Result, image, audio, source_info: dict | None = None, video=None) -> dict:
+    """The sidecar's "source": what :func:`describe_input` records of the image (or the ``video``) and
+    the audio, with the run's speech duration, plus ``source_info``."""
+    audio_info = {**describe_input(audio, "audio"), "duration_s": round(float(result.duration), 3)}
+    pictures = {"video": describe_input(video, "video")} if video is not None else {
+        "image": describe_input(image, "image")}
+    return {**pictures, "audio": audio_info, **(source_info or {})}
 
 
 class JobHost:
@@ -250,4 +236,4 @@ class JobHost:
             return self.version, self.done, self.total, self.text, self.preview
 
 
-__all__ = ["JobResult", "JobHost", "run_job", "output_name", "release_output", "write_sidecar", "GenerationInterrupted"]
+__all__ = ["JobResult", "JobHost", "run_job", "describe_sources", "output_name", "release_output", "write_sidecar", "GenerationInterrupted"]

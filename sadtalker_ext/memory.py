@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import inspect
 import re
 import sys
 from typing import Callable, TypeVar
@@ -67,7 +68,22 @@ def _message(exc: BaseException) -> str:
 
 def oom_guard(fn: F) -> F:
     """Decorator: out-of-memory errors raised by ``fn`` become :class:`OutOfMemory` (one line)
-    after :func:`release_accelerator_memory`; every other exception passes unchanged."""
+    after :func:`release_accelerator_memory`; every other exception passes unchanged. A generator
+    function is guarded while it is iterated."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+                return
+            except (RuntimeError, MemoryError) as exc:
+                if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+                    raise
+                message = _message(exc)
+            release_accelerator_memory()
+            raise OutOfMemory(message)
+        return generator  # type: ignore[return-value]
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -73,30 +73,136 @@ def _as_audio(audio) -> AudioClip:
     return load_audio(audio)
 
 
-@oom_guard
-def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
-             callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
-             phoneme_events=None, video=None, host_dir=None, restorer=None) -> Result:
-    """Make a talking-head video.
+@dataclass
+class RunPlan:
+    """One run, built by :func:`plan_run`: the engine, its post stages in order, the run's context.
 
-    image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
-    video: path of a video to lip-sync instead of an image (``image`` is then ignored, may be None):
-        its frames are looped forward-backward to the audio's length, its frame rate is kept and
-        its audio replaced (:class:`~sadtalker_ext.engines.video.VideoSourceEngine`).
-    The Wav2Lip lip-sync stage is appended to ``stages`` when ``options.lipsync`` asks for it, then
-    the img2img refinement stage (a RefineStage given in ``stages``, else the one ``options.refine``
-    asks for, with ``options.sd_checkpoint``), always last.
-    out: the .mp4 to write (written to a temporary name, renamed only on success).
-    host_dir: the host's models folder (searched for checkpoints after --checkpoints and the env var).
-    restorer: face restoration for the lip-sync stage (e.g. the WebUI's), instead of a standalone one.
-    Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
-    GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
-    Out-of-memory errors (GPU or RAM) become OutOfMemory after the run's memory is released
-    (:func:`~sadtalker_ext.memory.oom_guard`).
+    :meth:`frames` yields the chunks every stage has seen (progress reported and stop requests
+    honoured between chunks, as in a written run); :meth:`write` encodes the same chunks into an .mp4.
+    A plan runs once.
     """
-    t0 = time.perf_counter()
+
+    engine: Any
+    #: post stages in the order they run: the caller's, then lip-sync, then the img2img refinement (last)
+    stages: list
+    ctx: RunContext
+    #: the portrait, uint8 RGB [H, W, 3] (None for a video source)
+    image: "np.ndarray | None"
+    callbacks: Callbacks
+    #: the caller's audio as given (a path is re-decoded by the writer when the engine is done with it)
+    audio: Any = None
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+    size: "tuple[int, int] | None" = None
+
+    @property
+    def fps(self) -> int:
+        return self.ctx.fps
+
+    @property
+    def num_frames(self) -> int:
+        return self.ctx.num_frames
+
+    def _chunks(self) -> Iterator[FrameChunk]:
+        """Face, motion, then the engine's chunks through every stage (nothing rendered yet)."""
+        eng, ctx, callbacks = self.engine, self.ctx, self.callbacks
+        _check_stop(callbacks)
+        # speech analysis that needs no face starts first and overlaps with the face (an engine's begin())
+        early = eng.begin(ctx) if hasattr(eng, "begin") else None
+        try:
+            _report(callbacks, ctx.num_frames, f"{eng.name}: finding the face")
+            source = eng.prepare(self.image, ctx.options)
+            _check_stop(callbacks)
+            _report(callbacks, ctx.num_frames, f"{eng.name}: analysing the speech")
+            motion = eng.motion(source, ctx)
+        finally:
+            if early is not None:
+                early.close()  # stops the analysis worker if the run failed before motion
+        _check_stop(callbacks)
+        chunks = eng.frames(source, motion, ctx)
+        for stage in self.stages:
+            chunks = stage(chunks, ctx)
+        self.size = eng.output_size(source)
+        return chunks
+
+    def _stream(self, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        callbacks, ctx, name = self.callbacks, self.ctx, self.engine.name
+        for chunk in chunks:
+            yield chunk
+            self.done += len(chunk)
+            if callbacks.progress is not None:
+                text = f"{name}: frame {self.done}/{ctx.num_frames}" + (f" - {ctx.status}" if ctx.status else "")
+                callbacks.progress(self.done, ctx.num_frames, text, chunk.frames[-1])
+            _check_stop(callbacks)
+
+    @oom_guard
+    def frames(self) -> Iterator[FrameChunk]:
+        """The run's chunks without encoding (tests, benches, other front ends). Yields FrameChunk."""
+        yield from self._stream(self._chunks())
+
+    @oom_guard
+    def write(self, out: "str | os.PathLike") -> Result:
+        """Encode the run into ``out`` (.mp4; a temporary name renamed only on success). Returns Result."""
+        chunks = self._chunks()
+        eng, ctx = self.engine, self.ctx
+        clip = ctx.audio
+        writer_audio = clip.samples
+        duration = clip.duration
+        audio = self.audio
+        if (isinstance(audio, (str, os.PathLike)) and not self.stages and not getattr(eng, "audio_in_frames", True)
+                and clip.sample_rate in AAC_RATES):
+            # The engine is done with the audio (motion holds per-frame values): the writer decodes
+            # the file again as it muxes, so memory does not grow with the speech's length.
+            src, rate = audio, clip.sample_rate
+            writer_audio = AudioBlocks(lambda: iter_audio(src, rate))
+            ctx.audio = clip = AudioClip(np.zeros(1, np.float32), rate, clip.source)
+        with VideoWriter(out, self.size, ctx.fps, audio=writer_audio, sample_rate=clip.sample_rate,
+                         crf=ctx.options.crf, background=True) as writer:
+            for chunk in self._stream(chunks):
+                writer.write(chunk.frames)
+            path = writer.commit()
+        return Result(path=path, num_frames=self.done, duration=duration, size=self.size, engine=eng.name,
+                      seconds=time.perf_counter() - self.started, info=dict(ctx.info))
+
+
+def _host_restorer(host, options: GenerateOptions):
+    """The host's own face restoration for the lip-sync stage, when the user asked for restoration
+    and the host has restorers (the WebUI); None lets the stage load a standalone one."""
+    if options.restore == "none" or not getattr(host, "provides_face_restoration", False):
+        return None
+    return host.restore_faces
+
+
+def plan_run(host, options: GenerateOptions | None = None, image=None, audio=None, *, video=None,
+             stages: Sequence[Stage] = (), phoneme_events=None, engine=None, callbacks: Callbacks | None = None,
+             host_dir=None, restorer=None) -> RunPlan:
+    """Build one run: the one place that picks the engine, orders the stages and fixes fps and length.
+
+    host: a :class:`~sadtalker_ext.host.base.Host` or None (standalone). With a host, its
+        ``engine_for(options)`` (when it has one) gives the engine, its models folder is searched, its
+        ``progress`` / ``interrupted`` are the callbacks (unless ``callbacks`` is given), its face
+        restoration serves the lip-sync stage and its img2img model the refinement (unless
+        ``options.sd_checkpoint`` names one).
+    image: path or numpy image (any dtype/channels, see :func:`to_rgb8`); ignored with ``video``.
+    audio: path or AudioClip. video: a video to lip-sync instead of an image
+        (:class:`~sadtalker_ext.engines.video.VideoSourceEngine`; its frame rate is kept).
+    stages: the caller's post stages; the Wav2Lip stage is appended when ``options.lipsync`` asks for
+        it, then the img2img refinement (a RefineStage in ``stages``, else the one ``options.refine``
+        asks for), always last.
+    phoneme_events: timed phonemes of the speech (e.g. from text-to-speech) for the lite engine.
+    Raises the errors of :func:`generate` that come before the first frame (ImageError, AudioError,
+    OptionError, DependencyError, CheckpointError, ...); nothing is rendered until the plan runs.
+    """
     options = (options or GenerateOptions()).validate()
-    check_output_path(out)  # a folder, device or .avi as --out fails now, not after the render
+    if host is not None:
+        if callbacks is None:
+            callbacks = Callbacks(progress=host.progress, should_stop=host.interrupted)
+        host_dir = host_dir if host_dir is not None else host.models_dir()
+        if restorer is None:
+            restorer = _host_restorer(host, options)
+        engine_for = getattr(host, "engine_for", None)
+        if engine is None and video is None and callable(engine_for):
+            engine = engine_for(options)
     callbacks = callbacks or Callbacks()
     clip = _as_audio(audio)
     if video is not None:
@@ -107,9 +213,9 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
         img = _as_image(image)
         eng = engine or get_engine(options.engine, checkpoints=options.checkpoints, host_dir=host_dir)
     fps = getattr(eng, "fps", None) or options.fps  # a video source keeps its own frame rate
-    num_frames = clip.num_frames(fps)
-    ctx = RunContext(audio=clip, options=options, num_frames=num_frames, fps=fps,
-                     should_stop=callbacks.should_stop, progress=callbacks.progress)
+    ctx = RunContext(audio=clip, options=options, num_frames=clip.num_frames(fps), fps=fps,
+                     should_stop=callbacks.should_stop, progress=callbacks.progress,
+                     phoneme_events=phoneme_events)
     stages = list(stages)
     if options.lipsync != "none":
         from .lipsync.stage import lipsync_stage_for
@@ -119,54 +225,45 @@ def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | No
     # img2img refinement runs last (after lip-sync): the caller's RefineStage, else options.refine's
     refine_stages = [s for s in stages if getattr(s, "is_refine_stage", False)]
     stages = [s for s in stages if not getattr(s, "is_refine_stage", False)]
-    if not refine_stages and getattr(options, "refine", None) is not None:
+    if not refine_stages and options.refine is not None:
         from .refine.stage import refine_stage_for
-        refine = refine_stage_for(options, portrait=image if isinstance(image, (str, os.PathLike)) else None,
-                                  should_stop=callbacks.should_stop)
+        refine = refine_stage_for(options, host=host, should_stop=callbacks.should_stop,
+                                  portrait=image if isinstance(image, (str, os.PathLike)) else None)
         refine_stages = [refine] if refine is not None else []
-    stages += refine_stages
-    if phoneme_events is not None:
-        ctx.info["phoneme_events"] = phoneme_events
-    _check_stop(callbacks)
-    # speech analysis that needs no face starts first and overlaps with the face (an engine's begin())
-    early = eng.begin(ctx) if hasattr(eng, "begin") else None
-    try:
-        _report(callbacks, num_frames, f"{eng.name}: finding the face")
-        source = eng.prepare(img, options)
-        _check_stop(callbacks)
-        _report(callbacks, num_frames, f"{eng.name}: analysing the speech")
-        motion = eng.motion(source, ctx)
-    finally:
-        if early is not None:
-            early.close()  # stops the analysis worker if the run failed before motion
-    _check_stop(callbacks)
-    chunks = eng.frames(source, motion, ctx)
-    for stage in stages:
-        chunks = stage(chunks, ctx)
-    size = eng.output_size(source)
-    done = 0
-    writer_audio = clip.samples
-    duration = clip.duration
-    if (isinstance(audio, (str, os.PathLike)) and not stages and not getattr(eng, "audio_in_frames", True)
-            and clip.sample_rate in AAC_RATES):
-        # The engine is done with the audio (motion holds per-frame values): the writer decodes
-        # the file again as it muxes, so memory does not grow with the speech's length.
-        src, rate = audio, clip.sample_rate
-        writer_audio = AudioBlocks(lambda: iter_audio(src, rate))
-        ctx.audio = clip = AudioClip(np.zeros(1, np.float32), rate, clip.source)
-    with VideoWriter(out, size, fps, audio=writer_audio, sample_rate=clip.sample_rate,
-                     crf=options.crf, background=True) as writer:
-        for chunk in chunks:
-            writer.write(chunk.frames)
-            done += len(chunk)
-            if callbacks.progress is not None:
-                text = f"{eng.name}: frame {done}/{num_frames}" + (f" - {ctx.status}" if ctx.status else "")
-                callbacks.progress(done, num_frames, text, chunk.frames[-1])
-            _check_stop(callbacks)
-        path = writer.commit()
-    ctx.info.pop("phoneme_events", None)
-    return Result(path=path, num_frames=done, duration=duration, size=size, engine=eng.name,
-                  seconds=time.perf_counter() - t0, info=dict(ctx.info))
+    return RunPlan(engine=eng, stages=stages + refine_stages, ctx=ctx, image=img, callbacks=callbacks, audio=audio)
+
+
+def generate(image, audio, out: str | os.PathLike, options: GenerateOptions | None = None, *,
+             callbacks: Callbacks | None = None, engine=None, stages: Sequence[Stage] = (),
+             phoneme_events=None, video=None, host_dir=None, restorer=None, host=None) -> Result:
+    """Make a talking-head video: :func:`plan_run` then :meth:`RunPlan.write`.
+
+    image: path or numpy image (any dtype/channels, see :func:`to_rgb8`). audio: path or AudioClip.
+    video: path of a video to lip-sync instead of an image (``image`` is then ignored, may be None):
+        its frames are looped forward-backward to the audio's length, its frame rate is kept and
+        its audio replaced (:class:`~sadtalker_ext.engines.video.VideoSourceEngine`).
+    The Wav2Lip lip-sync stage is appended to ``stages`` when ``options.lipsync`` asks for it, then
+    the img2img refinement stage (a RefineStage given in ``stages``, else the one ``options.refine``
+    asks for, with ``options.sd_checkpoint`` or the host's model), always last.
+    out: the .mp4 to write (written to a temporary name, renamed only on success).
+    host: the Host the run belongs to (see :func:`plan_run`), or None.
+    host_dir: the host's models folder (searched for checkpoints after --checkpoints and the env var).
+    restorer: face restoration for the lip-sync stage (e.g. the WebUI's), instead of a standalone one.
+    Raises TalkingHeadError subclasses (ImageError, AudioError, NoFaceError, OptionError,
+    GenerationInterrupted, OutputError, CheckpointError, ...). Never leaves a partial file at ``out``.
+    Out-of-memory errors (GPU or RAM) become OutOfMemory after the run's memory is released
+    (:func:`~sadtalker_ext.memory.oom_guard`).
+    """
+    t0 = time.perf_counter()
+    options = (options or GenerateOptions()).validate()
+    check_output_path(out)  # a folder, device or .avi as --out fails now, not after the render
+    plan = _planned(host, options, image, audio, video=video, stages=stages, phoneme_events=phoneme_events,
+                    engine=engine, callbacks=callbacks, host_dir=host_dir, restorer=restorer)
+    plan.started = t0
+    return plan.write(out)
+
+
+_planned = oom_guard(plan_run)
 
 
 def _report(callbacks: Callbacks, total: int, text: str) -> None:
@@ -180,16 +277,15 @@ def _check_stop(callbacks: Callbacks) -> None:
         raise GenerationInterrupted("generation was interrupted; no video was written")
 
 
-def iter_frames(image, audio, options: GenerateOptions | None = None, *, engine=None):
-    """Rendered chunks without encoding (for tests and other front ends). Yields FrameChunk."""
-    options = (options or GenerateOptions()).validate()
-    clip = _as_audio(audio)
-    img = _as_image(image)
-    eng = engine or get_engine(options.engine, checkpoints=options.checkpoints)
-    ctx = RunContext(audio=clip, options=options, num_frames=clip.num_frames(options.fps), fps=options.fps)
-    source = eng.prepare(img, options)
-    motion = eng.motion(source, ctx)
-    yield from eng.frames(source, motion, ctx)
+def iter_frames(image, audio, options: GenerateOptions | None = None, *, engine=None, host=None,
+                video=None, stages: Sequence[Stage] = (), phoneme_events=None, callbacks: Callbacks | None = None,
+                host_dir=None, restorer=None) -> Iterator[FrameChunk]:
+    """The chunks :func:`generate` would encode, without encoding (tests, benches, other front ends):
+    the same :func:`plan_run` (engine, stages, fps, phoneme events, stop requests, progress).
+    Yields FrameChunk."""
+    plan = _planned(host, options, image, audio, video=video, stages=stages, phoneme_events=phoneme_events,
+                    engine=engine, callbacks=callbacks, host_dir=host_dir, restorer=restorer)
+    yield from plan.frames()
 
 
-__all__ = ["Callbacks", "FrameChunk", "Result", "generate", "iter_frames"]
+__all__ = ["Callbacks", "FrameChunk", "Result", "RunPlan", "generate", "iter_frames", "plan_run"]

@@ -186,8 +186,10 @@ def main(argv=None) -> int:
         result = generate(image, audio, args.out, opts,
                           callbacks=Callbacks(progress=_progress_printer(args.quiet), should_stop=stop),
                           video=video, phoneme_events=events)
+        from ..jobs import describe_sources, write_sidecar
+        sidecar = write_sidecar(result.path, result, opts, describe_sources(result, image, audio, video=video))
         if not args.quiet:
-            print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s, "
+            print(f"wrote {result.path} and {sidecar.name} ({result.num_frames} frames, {result.duration:.2f} s, "
                   f"{result.size[0]}x{result.size[1]}, engine {result.engine}, {result.seconds:.1f} s)")
         return 0
     except KeyboardInterrupt:

@@ -88,7 +88,7 @@ class LiteEngine:
     def _wants_alignment(ctx: RunContext) -> bool:
         opts = ctx.options
         english = opts.language.split("-")[0].split("_")[0] == "en"
-        return ctx.info.get("phoneme_events") is None and (
+        return ctx.phoneme_events is None and (
             opts.phonemes == "pocketsphinx" or (opts.phonemes == "auto" and english))
 
     def begin(self, ctx: RunContext) -> Optional[EarlyAlignment]:
@@ -102,7 +102,7 @@ class LiteEngine:
             return None
         job = EarlyAlignment(ctx.audio.resampled(ANALYSIS_RATE), ctx.options.transcript,
                              ctx.options.phonemes == "pocketsphinx", getattr(ctx, "should_stop", None))
-        ctx.info["early_alignment"] = job
+        ctx.early_alignment = job
         return job
 
     def prepare(self, image: np.ndarray, options: GenerateOptions) -> LiteSource:
@@ -115,7 +115,7 @@ class LiteEngine:
 
     def motion(self, source: LiteSource, ctx: RunContext):
         opts = ctx.options
-        early = ctx.info.pop("early_alignment", None)
+        early, ctx.early_alignment = ctx.early_alignment, None
         x16 = early.x16 if early is not None else ctx.audio.resampled(ANALYSIS_RATE)
         T = ctx.num_frames
         vad = detect_voice(x16, T, ctx.fps)
@@ -123,7 +123,7 @@ class LiteEngine:
         fm = formants(x16, T, ctx.fps)
         acoustic = visemes_from_acoustics(loud, vad.prob, vad.speech, fm.f1, fm.f2)
         track = acoustic
-        events = ctx.info.get("phoneme_events")
+        events = ctx.phoneme_events
         if events is None and (early is not None or self._wants_alignment(ctx)):
             if early is not None:
                 events = early.result()
