@@ -223,8 +223,8 @@ def compare_load(args) -> list:
                 print(f"weights: {res['weights']}; run of {args.frames} frames in batches of "
                       f"{max(args.batch)}; load = busy background processes (1-thread conv loops)")
             print(f"load {load}: {p:8s} {row['ms_per_frame']:7.0f} ms/frame "
-                  f"({row['cpu_s_per_frame']:5.2f} cpu-s/frame, child {time.time() - t0:.0f} s){extra}",
-                  flush=True)
+                  f"({row['cpu_s_per_frame']:5.2f} cpu-s/frame, child {time.time() - t0:.0f} s, "
+                  f"load average {os.getloadavg()[0]:.2f}){extra}", flush=True)
     by = {(r["load"], r["path"]): r["ms_per_frame"] for r in rows}
     for load in (0, args.load):
         base = by[(load, "baseline")]
