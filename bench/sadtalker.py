@@ -5,6 +5,7 @@
     python bench/sadtalker.py                         # CPU, 256 px, batch sizes 1 2 4 8
     python bench/sadtalker.py --batch 1 4 --threads 2 --repeats 2
     python bench/sadtalker.py --device cuda --fp16    # CUDA, float16 autocast for both paths
+    python bench/sadtalker.py --bf16 --batch 1 2       # CPU bfloat16 autocast (AVX512-BF16 / AMX CPUs)
     python bench/sadtalker.py --no-baseline --batch 8 16
     python bench/sadtalker.py --load 2 --frames 12     # quiet vs 2 busy processes: baseline, fast, auto
 
@@ -82,7 +83,7 @@ def render_speed(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = torch.float16 if args.fp16 else torch.float32
+    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
     if args.fp16 and device.type != "cuda":
         raise SystemExit("--fp16 needs --device cuda")
 
@@ -241,6 +242,8 @@ def _child(args, path: str) -> dict:
            "--winograd", args.winograd, "--frames", str(args.frames), "--batch", *map(str, args.batch)]
     if args.fp16:
         cmd.append("--fp16")
+    if args.bf16:
+        cmd.append("--bf16")
     if args.parallel_frames:
         cmd.append("--parallel-frames")
     if args.checkpoint:
@@ -301,6 +304,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPU or CUDA; --precision bf16)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--size", type=int, default=256, help="image side (256 or 512)")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per batch size (best kept)")

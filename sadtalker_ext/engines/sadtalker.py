@@ -94,6 +94,15 @@ def _file_key(path: Path) -> tuple:
     return (str(path.resolve()), st.st_size, st.st_mtime_ns)
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX tiles: oneDNN then runs the
+    renderer's convolutions in bf16, about 3x faster than fp32 on 2 cores); emulated bf16 is slower
+    than fp32, so ``--precision bf16`` falls back to fp32 elsewhere."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(c()) for c in checks if c is not None)
+
+
 def _make_renderer(generator, device: torch.device, dtype: torch.dtype):
     """The run's face renderer: on the CPU the path (fast or plain forward) is picked per run by
     measuring both (:mod:`..render.facevid2vid.adaptive`), elsewhere the fast renderer."""
@@ -230,7 +239,9 @@ class SadTalkerEngine:
         host_dir: the host's model folder (e.g. ``<webui>/models/SadTalker``).
         device: torch device; default: ``options.device`` ("auto": CUDA when available, else CPU).
         precision: "fp32", "fp16" or "bf16"; default: ``options.precision``. Reduced precision
-            applies to the renderer's per-frame part on CUDA; on the CPU it falls back to fp32.
+            applies to the renderer's per-frame part on CUDA, and bf16 also on a CPU with native
+            bfloat16 (:func:`cpu_has_bf16`: about 3x faster, PSNR ~33 dB against the fp32 frame);
+            otherwise the CPU falls back to fp32.
 
     Raises (from ``prepare``/``motion``/``frames``): CheckpointError (a file is missing or does
     not match; the message names it and what to download), NoFaceError, OptionError,
@@ -285,8 +296,12 @@ class SadTalkerEngine:
         if prec not in _DTYPES:
             raise OptionError(f"--precision {prec!r} is not valid; use fp32, fp16 or bf16")
         dtype = _DTYPES[prec]
+        if dtype == torch.bfloat16 and dev.type == "cpu" and cpu_has_bf16():
+            return dev, dtype  # opt-in: ~3x faster renderer on AVX512-BF16/AMX CPUs, ~33 dB PSNR vs fp32
         if dtype != torch.float32 and dev.type != "cuda":
-            log.warning("--precision %s is only used on CUDA; rendering in fp32 on %s", prec, dev)
+            why = ("this CPU has no native bfloat16 (AVX512-BF16 or AMX)" if dtype == torch.bfloat16
+                   else "float16 is only used on CUDA")
+            log.warning("--precision %s: %s; rendering in fp32 on %s", prec, why, dev)
             dtype = torch.float32
         return dev, dtype
 
