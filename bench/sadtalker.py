@@ -202,34 +202,43 @@ def busy(n: int, seconds: float = 3600.0):
 
 
 def compare_load(args) -> list:
-    """Each path (baseline, fast, auto) for a run of --frames frames, quiet then with --load busy processes."""
+    """Each path (baseline, fast, auto) on a run of --frames frames, quiet then with --load busy processes;
+    the three alternate for --rounds rounds (so they sample the same periods of a shared machine) and the
+    median of the rounds is reported."""
+    import statistics
+
     paths = ["baseline", "fast", "auto"]
     rows = []
+    header = False
     for load in (0, args.load):
-        for p in paths:
-            with busy(load):
-                t0 = time.time()
-                res = _child(args, p)
-            wall, cpu = res["times"][str(args.frames)]
-            extra = ""
-            if "auto" in res:
-                a = res["auto"]
-                extra = (f"  (frames fast/plain {a['frames']['fast']}/{a['frames']['plain']}, "
-                         f"winner {a['winner']})")
-            row = {"load": load, "path": p, "ms_per_frame": 1000 * wall / args.frames,
-                   "cpu_s_per_frame": cpu / args.frames, **({"auto": res["auto"]} if "auto" in res else {})}
-            rows.append(row)
-            if len(rows) == 1:
-                print(res["header"])
-                print(f"weights: {res['weights']}; run of {args.frames} frames in batches of "
-                      f"{max(args.batch)}; load = busy background processes (1-thread conv loops)")
-            print(f"load {load}: {p:8s} {row['ms_per_frame']:7.0f} ms/frame "
-                  f"({row['cpu_s_per_frame']:5.2f} cpu-s/frame, child {time.time() - t0:.0f} s, "
-                  f"load average {os.getloadavg()[0]:.2f}){extra}", flush=True)
-    by = {(r["load"], r["path"]): r["ms_per_frame"] for r in rows}
+        for r in range(max(1, args.rounds)):
+            for p in paths:
+                with busy(load):
+                    t0 = time.time()
+                    res = _child(args, p)
+                wall, cpu = res["times"][str(args.frames)]
+                extra = ""
+                if "auto" in res:
+                    a = res["auto"]
+                    extra = (f"  (frames fast/plain {a['frames']['fast']}/{a['frames']['plain']}, "
+                             f"winner {a['winner']})")
+                row = {"load": load, "round": r + 1, "path": p, "ms_per_frame": 1000 * wall / args.frames,
+                       "cpu_s_per_frame": cpu / args.frames, **({"auto": res["auto"]} if "auto" in res else {})}
+                rows.append(row)
+                if not header:
+                    header = True
+                    print(res["header"])
+                    print(f"weights: {res['weights']}; run of {args.frames} frames in batches of "
+                          f"{max(args.batch)}; load = busy background processes (1-thread conv loops)")
+                print(f"load {load} round {r + 1}: {p:8s} {row['ms_per_frame']:7.0f} ms/frame "
+                      f"({row['cpu_s_per_frame']:5.2f} cpu-s/frame, child {time.time() - t0:.0f} s, "
+                      f"load average {os.getloadavg()[0]:.2f}){extra}", flush=True)
     for load in (0, args.load):
-        base = by[(load, "baseline")]
-        print(f"load {load}: fast x{base / by[(load, 'fast')]:.2f}, auto x{base / by[(load, 'auto')]:.2f} "
+        med = {p: statistics.median(r["ms_per_frame"] for r in rows if r["load"] == load and r["path"] == p)
+               for p in paths}
+        base = med["baseline"]
+        print(f"load {load}, median of {max(1, args.rounds)} round(s): baseline {base:.0f}, fast {med['fast']:.0f}, "
+              f"auto {med['auto']:.0f} ms/frame; fast x{base / med['fast']:.2f}, auto x{base / med['auto']:.2f} "
               f"vs the per-frame baseline (> 1 is faster)")
     return rows
 
