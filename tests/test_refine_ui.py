@@ -133,7 +133,7 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
     blocks, panel, prompt, image = built
     c = panel.components
     assert panel.inputs == [c["enabled"], c["mode"], c["table"], c["batch_size"], c["same_noise"],
-                            c["sd_checkpoint"], prompt]
+                            c["sd_checkpoint"], prompt, c["size"], c["size_px"]]
     components, get_schedule = panel                          # (components dict, get_schedule) unpacking
     assert components is c and get_schedule == panel.get_schedule
     assert c["table"].headers == HEADERS
@@ -146,7 +146,7 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
     # values -> schedule / stages
     defaults = panel.default_values()
     assert panel.get_schedule(*defaults) is None and panel.stages(FakeHost(), *defaults) == []
-    on = [True] + defaults[1:-1] + ["prompt from txt2img"]
+    on = [True] + defaults[1:-3] + ["prompt from txt2img"] + defaults[-2:]
     sched = panel.get_schedule(*on)
     assert sched.defaults.prompt == "prompt from txt2img" and len(sched.keyframes) == 2
     stages = panel.stages(FakeHost(native=64), *on)
@@ -160,8 +160,12 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
     text, msg = h["to_json"](EXAMPLE_ROWS, "every", 8, False)
     data = json.loads(text)
     assert msg == "" and data["mode"] == "every" and data["batch_size"] == 8 and len(data["keyframes"]) == 2
-    rows, mode, batch, same, msg = h["from_json"](text)
-    assert rows == EXAMPLE_ROWS and (mode, batch, same, msg) == ("every", 8, False, "")
+    rows, mode, batch, same, size, size_px, msg = h["from_json"](text)
+    assert rows == EXAMPLE_ROWS and (mode, batch, same, size, msg) == ("every", 8, False, "auto", "")
+    text, msg = h["to_json"](EXAMPLE_ROWS, "every", 8, False, "pixels", 384.0)   # gr.Number gives floats
+    assert msg == "" and json.loads(text)["size"] == 384
+    assert h["from_json"](text)[4:6] == ("pixels", 384)
+    assert "size must be" in h["to_json"](EXAMPLE_ROWS, "every", 8, False, "pixels", 10)[1]
     assert "OptionError" in h["from_json"]('{"mode": 3}')[-1]
     outside = tmp_path / "k.json"          # a server file the client did not upload: refused, not read
     outside.write_text(text)
@@ -203,7 +207,7 @@ def test_panel_builds_under_gradio4(gradio4_python, tmp_path):  # noqa: F811
                           timeout=300, env=env, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][len("RESULT"):])
-    assert res["v"].startswith("4.40") and res == {**res, "inputs": 7, "deps": 5, "mode": "every", "keys": 2,
+    assert res["v"].startswith("4.40") and res == {**res, "inputs": 9, "deps": 5, "mode": "every", "keys": 2,
                                                     "axes": 5, "msg": ""}
 
 
@@ -211,3 +215,57 @@ def test_panel_uses_no_gradio3_only_calls():
     import re
     text = (REPO / "sadtalker_ext" / "ui" / "refine_panel.py").read_text()
     assert not re.findall(r"\.style\(|\b_js=|\bgr\.\w+\.update\(|[(,]\s*source=|[(,]\s*tool=", text)
+
+
+@pytest.mark.parametrize("choice,pixels,side", [
+    ("auto", None, None),       # the face crop's own size: between the face (116 px) and face + padding
+    ("pixels", 384.0, 384),     # gr.Number hands over a float
+    ("native", None, 512),
+])
+def test_tab_crop_size_control_reaches_the_refine_stage(tmp_path, request, monkeypatch, astronaut, arctic_wav,
+                                                         choice, pixels, side):
+    """The tab's crop-size controls go through the tab's Generate handler into the RefineStage it builds:
+    the img2img request the host gets has the chosen side (auto: the face crop's own, far below 512)."""
+    pytest.importorskip("gradio")
+    from sadtalker_ext import jobs
+    from sadtalker_ext.ui import tab
+    from test_refine_stage import chunks_of, ctx_for
+    from test_ui_build import as_upload
+
+    class Host(FakeHost):
+        def output_dir(self):
+            return tmp_path
+
+    host = Host(native=512)
+    ui = tab.build_blocks(host).talking_head_ui
+    c = ui.refine.components
+    assert c["size"] in ui.gen_inputs and c["size_px"] in ui.gen_inputs
+    n = 5
+    base = astronaut[:320, 64:384]
+    frames = np.stack([np.roll(base, 2 * i, axis=1) for i in range(n)])
+    lms = np.stack([synthetic_landmarks(161 + 2 * i, 124) for i in range(n)])
+    seen = {}
+
+    def run_job(job, image, audio, options, *, source_info=None, stages=(), **kw):
+        seen["stages"] = list(stages)
+        for stage in stages:   # the tab's stages on a real clip, through the host's img2img
+            list(stage(chunks_of(frames, lms), ctx_for(n)))
+        raise OptionError("stop here")
+    monkeypatch.setattr(jobs, "run_job", run_job)
+    values = {comp: getattr(comp, "value", None) for comp in ui.gen_inputs}
+    values.update({ui.components["image"]: astronaut, ui.audio_components[0]: str(as_upload(arctic_wav, request)),
+                   c["enabled"]: True, c["table"]: [list(r) for r in EXAMPLE_ROWS], c["size"]: choice})
+    if pixels is not None:
+        values[c["size_px"]] = pixels
+    args = [values[comp] for comp in ui.gen_inputs]
+    args[-1] = []                                             # the history state
+    outs = list(ui.generate(*args))
+    assert "stop here" in outs[-1][0]
+    (stage,) = seen["stages"]
+    assert stage.schedule.size == (choice if choice != "pixels" else 384)
+    got = host.calls[0].images.shape[1:3]
+    assert got[0] == got[1]
+    if side is None:
+        assert 116 <= got[0] <= 116 + 2 * 32 + 48 and got[0] % 8 == 0, got
+    else:
+        assert got[0] == side

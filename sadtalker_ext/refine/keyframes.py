@@ -74,7 +74,7 @@ import numpy as np
 from ..errors import InputError, OptionError
 
 __all__ = [
-    "MASKS", "INTERPOLATIONS", "MODES", "FLOWS", "FIELD_SPECS", "NUMERIC_FIELDS", "TEXT_FIELDS",
+    "MASKS", "INTERPOLATIONS", "MODES", "FLOWS", "SIZE_NAMES", "SIZE_RANGE", "FIELD_SPECS", "NUMERIC_FIELDS", "TEXT_FIELDS",
     "FieldSpec", "RefineParams", "Keyframe", "KeyframeSchedule", "frame_of_time",
     "prompt_from_infotext", "portrait_prompt",
 ]
@@ -83,6 +83,9 @@ MASKS = ("face", "mouth", "full")
 INTERPOLATIONS = ("linear", "hold", "ease")
 MODES = ("every", "keyframes")
 FLOWS = ("dis", "farneback")
+#: The schedule's ``size`` by name (see :class:`KeyframeSchedule`), or whole pixels in SIZE_RANGE (inclusive).
+SIZE_NAMES = ("auto", "native")
+SIZE_RANGE = (64, 2048)
 SCHEMA_VERSION = 1
 #: Latest keyframe accepted: 24 hours (``time`` in seconds) or that many frames at 120 fps.
 MAX_TIME_S = 24 * 3600.0
@@ -372,9 +375,10 @@ class KeyframeSchedule:
             raise OptionError(f"batch_size must be a whole number in 1..64, got {_short(self.batch_size)}")
         if not isinstance(self.same_noise, bool):
             raise OptionError(f"same_noise must be true or false, got {_short(self.same_noise)}")
-        if self.size not in ("auto", "native") and (isinstance(self.size, bool) or not isinstance(self.size, int)
-                                                    or not 64 <= self.size <= 2048):
-            raise OptionError(f"size must be \"auto\", \"native\" or whole pixels 64..2048, got {_short(self.size)}")
+        lo, hi = SIZE_RANGE
+        if self.size not in SIZE_NAMES and (isinstance(self.size, bool) or not isinstance(self.size, int)
+                                            or not lo <= self.size <= hi):
+            raise OptionError(f"size must be \"auto\", \"native\" or whole pixels {lo}..{hi}, got {_short(self.size)}")
         mb = self.max_buffer_mb
         if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 16 <= mb <= 65536:
             raise OptionError(f"max_buffer_mb must be a number in 16..65536, got {_short(mb)}")

@@ -1,7 +1,9 @@
 """The img2img refinement panel of the Talking Head tab (gradio 3.41.2 and 4.40, through :mod:`.compat`).
 
 Contents: an enable checkbox and the backend status; mode (every frame / keyframes only), batch size
-and "same noise" controls; the **keyframe table** (``gr.Dataframe``, one row per keyframe, columns
+and "same noise" controls; the img2img **crop size** (the schedule's ``size``: "auto" = the face crop's
+own size in the video, "native" = the model's size, or "pixels" with a number box bounded by
+:data:`~sadtalker_ext.refine.keyframes.SIZE_RANGE`); the **keyframe table** (``gr.Dataframe``, one row per keyframe, columns
 :data:`COLUMNS`; an empty cell = "not set by this keyframe"); JSON import (file upload or pasted
 text) and export; a **plot** of every numeric parameter over the video's timeline with markers at
 the keyframes that set it (matplotlib figure in a ``gr.Plot``); and a **preview** that refines one
@@ -11,7 +13,9 @@ video is committed.
 Wiring (used by :mod:`.tab`)::
 
     panel = build_refine_panel(host=host, prompt=prompt_textbox, image=source_image)
-    panel.inputs                       # components whose values generation needs, in order
+    panel.inputs                       # components whose values generation needs, in order: enabled,
+                                       # mode, table, batch size, same noise, [SD checkpoint], [prompt],
+                                       # size choice, size pixels
     panel.stages(host, *values)        # -> [RefineStage] (or [] when disabled) for run_job(stages=...)
     panel.default_values()             # initial values of panel.inputs (None values also mean "off")
     panel.get_schedule(*values)        # -> KeyframeSchedule | None
@@ -34,13 +38,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import OptionError, TalkingHeadError
-from ..refine.keyframes import (FIELD_SPECS, INTERPOLATIONS, MODES, NUMERIC_FIELDS, Keyframe, KeyframeSchedule,
-                                RefineParams, frame_of_time)
+from ..refine.keyframes import (FIELD_SPECS, INTERPOLATIONS, MODES, NUMERIC_FIELDS, SIZE_NAMES, SIZE_RANGE, Keyframe,
+                                KeyframeSchedule, RefineParams, frame_of_time)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["COLUMNS", "HEADERS", "RefinePanel", "build_refine_panel", "schedule_to_rows", "rows_to_schedule",
-           "plot_schedule", "preview_frame", "EXAMPLE_ROWS"]
+           "plot_schedule", "preview_frame", "EXAMPLE_ROWS", "SIZE_CHOICES", "size_value", "size_controls"]
 
 #: (table header, Keyframe attribute) in column order.
 COLUMNS: Tuple[Tuple[str, str], ...] = (
@@ -54,6 +58,38 @@ HEADERS = [h for h, _ in COLUMNS]
 EXAMPLE_ROWS = [["0", "", "", "", "0.25", "7", "20", "Euler a", "", "face", "8", "32", "ease"],
                 ["2", "", "", "", "0.35", "", "", "", "", "", "", "", ""]]
 FPS = 25.0
+#: The crop-size radio's choices: the schedule's size names, then "pixels" (the number box's value).
+SIZE_CHOICES = tuple(SIZE_NAMES) + ("pixels",)
+#: The number box's initial value (SD 1.x's native size); used only when "pixels" is chosen.
+SIZE_PIXELS_DEFAULT = 512
+
+
+def size_value(choice: Any, pixels: Any = None) -> Any:
+    """The schedule's ``size`` from the crop-size controls: "auto" / "native" as chosen (None or "" =
+    "auto"), or for "pixels" the number box's value as an int when it is whole (anything else is
+    passed on for :meth:`KeyframeSchedule.validate` to refuse with its one-line OptionError)."""
+    choice = choice or "auto"
+    if choice in SIZE_NAMES:
+        return choice
+    if choice != "pixels":
+        raise OptionError(f"crop size {str(choice)[:40]!r} is not valid; use one of {', '.join(SIZE_CHOICES)}")
+    if isinstance(pixels, (int, float, np.integer, np.floating)) and not isinstance(pixels, bool) \
+            and float(pixels).is_integer():
+        return int(pixels)
+    if isinstance(pixels, str) and pixels.strip():
+        try:
+            f = float(pixels)
+            return int(f) if f.is_integer() else f
+        except ValueError:
+            pass
+    return pixels
+
+
+def size_controls(size: Any) -> Tuple[str, int]:
+    """(choice, pixels) of the crop-size controls that show a schedule's ``size``."""
+    if size in SIZE_NAMES:
+        return size, SIZE_PIXELS_DEFAULT
+    return "pixels", int(size)
 PLOT_LABELS = {"denoising_strength": "denoising strength", "cfg_scale": "CFG scale", "steps": "steps",
                "seed": "seed", "mask_blur": "mask blur (px)", "padding": "padding (px)"}
 
@@ -130,8 +166,10 @@ def _cell_value(name: str, cell: Any, where: str) -> Any:
 
 
 def rows_to_schedule(rows: Any, *, mode: str = "keyframes", batch_size: int = 4, same_noise: bool = True,
-                     defaults: Optional[RefineParams] = None) -> KeyframeSchedule:
+                     defaults: Optional[RefineParams] = None, size: Any = "auto") -> KeyframeSchedule:
     """A validated schedule from the table's rows (list of lists, or a pandas DataFrame).
+
+    ``size``: the schedule's img2img crop size ("auto", "native" or pixels; see :func:`size_value`).
 
     Rows whose cells are all empty are skipped. Numbers may be strings. Raises OptionError naming
     the row (1-based) and column.
@@ -154,7 +192,7 @@ def rows_to_schedule(rows: Any, *, mode: str = "keyframes", batch_size: int = 4,
                 data[name] = v
         kfs.append(Keyframe.from_dict(data, where))
     sched = KeyframeSchedule(keyframes=kfs, defaults=defaults or RefineParams(), mode=mode,
-                             batch_size=int(batch_size), same_noise=bool(same_noise))
+                             batch_size=int(batch_size), same_noise=bool(same_noise), size=size)
     return sched.validate()
 
 
@@ -246,7 +284,7 @@ class RefinePanel:
             vals.append("")
         if self._has_prompt:
             vals.append("")
-        return vals
+        return vals + ["auto", SIZE_PIXELS_DEFAULT]
 
     def _values(self, values: Sequence[Any]) -> Dict[str, Any]:
         v = list(values)
@@ -254,6 +292,8 @@ class RefinePanel:
                "same_noise": v.pop(0)}
         out["sd_checkpoint"] = v.pop(0) if self._has_checkpoint else None
         out["prompt"] = v.pop(0) if self._has_prompt else ""
+        choice = v.pop(0) if v else "auto"          # the crop-size controls (older callers: "auto")
+        out["size"] = size_value(choice, v.pop(0) if v else None)
         return out
 
     def get_schedule(self, *values) -> Optional[KeyframeSchedule]:
@@ -263,7 +303,7 @@ class RefinePanel:
         if not v["enabled"]:
             return None
         sched = rows_to_schedule(v["table"], mode=v["mode"] or "keyframes", batch_size=int(v["batch_size"] or 4),
-                                 same_noise=bool(v["same_noise"]))
+                                 same_noise=bool(v["same_noise"]), size=v["size"])
         return sched.with_source_prompt((v["prompt"] or "").strip())
 
     def stages(self, host: Any, *values) -> list:
@@ -321,6 +361,15 @@ def build_refine_panel(host: Any = None, prompt: Any = None, image: Any = None) 
                                           label="Batch size (every-frame mode)", elem_id="th_refine_batch")
             c["same_noise"] = compat.make("Checkbox", value=True, label="Same seed and noise for every frame",
                                           elem_id="th_refine_same_noise")
+        lo, hi = SIZE_RANGE
+        with gr.Row():
+            c["size"] = compat.make("Radio", choices=list(SIZE_CHOICES), value="auto", label="Crop size for img2img",
+                                    info="auto: the face's own size in the video (a 256 px video is refined "
+                                         "at about 256 px); native: the model's size; pixels: the box",
+                                    elem_id="th_refine_size")
+            c["size_px"] = compat.make("Number", value=SIZE_PIXELS_DEFAULT, minimum=lo, maximum=hi, precision=0,
+                                       label=f"Crop size in pixels ({lo}..{hi}, with 'pixels')",
+                                       elem_id="th_refine_size_px")
         if standalone:
             c["sd_checkpoint"] = compat.make("Textbox", label="SD checkpoint (standalone: name of a .safetensors/.ckpt "
                                              "file or diffusers folder in the models folder)", elem_id="th_refine_ckpt")
@@ -355,6 +404,7 @@ def build_refine_panel(host: Any = None, prompt: Any = None, image: Any = None) 
         inputs.append(c["sd_checkpoint"])
     if prompt is not None:
         inputs.append(prompt)
+    inputs += [c["size"], c["size_px"]]
     panel = RefinePanel(c, inputs, host=host, has_prompt=prompt is not None, has_checkpoint=standalone)
     _wire(panel, compat, image)
     return panel
@@ -384,22 +434,24 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
     c = panel.components
     table_inputs = [c["table"], c["mode"], c["batch_size"], c["same_noise"]]
 
-    def schedule_of(table, mode, batch, same):
-        return rows_to_schedule(table, mode=mode or "keyframes", batch_size=int(batch or 4), same_noise=bool(same))
+    def schedule_of(table, mode, batch, same, size="auto"):
+        return rows_to_schedule(table, mode=mode or "keyframes", batch_size=int(batch or 4), same_noise=bool(same),
+                                size=size)
 
-    def to_json(table, mode, batch, same):
+    def to_json(table, mode, batch, same, size_choice="auto", size_px=None):
         try:
-            return schedule_of(table, mode, batch, same).to_json(), ""
+            return schedule_of(table, mode, batch, same, size_value(size_choice, size_px)).to_json(), ""
         except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)
 
     def from_json(text):
         try:
             s = KeyframeSchedule.from_json(text or "[]")
-            return (schedule_to_rows(s) or [[""] * len(COLUMNS)], s.mode, s.batch_size, s.same_noise, "")
+            return (schedule_to_rows(s) or [[""] * len(COLUMNS)], s.mode, s.batch_size, s.same_noise,
+                    *size_controls(s.size), "")
         except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             keep = compat.update()
-            return keep, keep, keep, keep, _message(exc)
+            return keep, keep, keep, keep, keep, keep, _message(exc)
 
     def import_file(f):
         if f is None:
@@ -434,9 +486,11 @@ def _wire(panel: RefinePanel, compat, image: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - shown in the panel's message line (_message logs unexpected ones)
             return compat.update(), _message(exc)
 
-    compat.listen(c["to_json"].click, to_json, table_inputs, [c["json"], c["message"]], show_progress=False)
+    compat.listen(c["to_json"].click, to_json, table_inputs + [c["size"], c["size_px"]], [c["json"], c["message"]],
+                  show_progress=False)
     compat.listen(c["from_json"].click, from_json, [c["json"]],
-                  [c["table"], c["mode"], c["batch_size"], c["same_noise"], c["message"]], show_progress=False)
+                  [c["table"], c["mode"], c["batch_size"], c["same_noise"], c["size"], c["size_px"], c["message"]],
+                  show_progress=False)
     compat.listen(c["json_file"].change, import_file, [c["json_file"]], [c["json"], c["message"]],
                   show_progress=False)
     compat.listen(c["plot_button"].click, plot, table_inputs + [c["duration"]], [c["plot"], c["message"]],
