@@ -87,3 +87,10 @@ class AuthenticationError(TalkingHeadError):
     """An HTTP API request without the user name / password the server was started with."""
 
     http_status = 401
+
+
+class CrossOriginRefused(TalkingHeadError):
+    """An HTTP API request sent by a page of another site (its ``Origin`` is neither the server's own nor
+    one the server's owner allowed)."""
+
+    http_status = 403

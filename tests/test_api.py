@@ -359,6 +359,59 @@ def test_mounted_by_the_webui_with_api_auth(tmp_path, monkeypatch):
             del sys.modules[name]
 
 
+def test_webui_origin_check_honours_the_webuis_cors_flags_with_our_error_shape(tmp_path, monkeypatch):
+    """In the WebUI, origins its owner allowed with --cors-allow-origins / --cors-allow-origins-regex may call
+    our routes too; any other origin gets 403 with our one-line body, not the host's HTTPException handler's
+    (the app here has a double of A1111's handler, which adds "errors"/"body" and "error": "HTTPException")."""
+    import runpy
+    import sys
+
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse
+
+    double = Path(__file__).resolve().parent / "host_double"
+    monkeypatch.setenv("HOST_DOUBLE_DATA_DIR", str(tmp_path))
+    for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(double))
+    try:
+        from modules import script_callbacks, shared
+
+        import sadtalker_ext.host.a1111 as a1111
+        a1111._HOST = None
+        script_callbacks.clear_callbacks()
+        shared.cmd_opts.cors_allow_origins = "http://listed.example,https://Other.example"
+        shared.cmd_opts.cors_allow_origins_regex = r"https://.*\.trusted\.example"
+        shared.opts.talking_head_api_origins = "http://setting.example"
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "talking_head.py"))
+        app = fastapi.FastAPI()
+
+        @app.exception_handler(HTTPException)   # what A1111's api_middleware registers
+        async def host_handler(request, e):
+            return JSONResponse({"error": type(e).__name__, "detail": e.detail, "body": "", "errors": str(e)},
+                                status_code=e.status_code)
+        script_callbacks.app_started_callback(None, app)
+        assert script_callbacks.double_errors == []
+        client = TestClient(app)
+        models = "/talking-head/v1/models"
+
+        def status(origin):
+            return client.get(models, headers={"Origin": origin}).status_code
+        assert [status(o) for o in ("http://listed.example", "https://other.example", "http://setting.example",
+                                    "https://a.trusted.example", "http://testserver")] == [200] * 5
+        for origin in ("http://evil.example", "https://trusted.example.evil.example", "http://a.trusted.example"):
+            r = client.get(models, headers={"Origin": origin})
+            assert r.status_code == 403, origin
+            assert set(r.json()) == {"detail", "error"} and r.json()["error"] == "CrossOriginRefused"
+            assert "\n" not in r.json()["detail"] and "--cors-allow-origins" in r.json()["detail"]
+        r = client.post(URL, json={}, headers={"Origin": "http://evil.example"})   # before any body parsing
+        assert r.status_code == 403 and r.json()["error"] == "CrossOriginRefused"
+    finally:
+        a1111._HOST = None
+        for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
+            del sys.modules[name]
+
+
 def test_openapi_schema_builds(tmp_path):
     client, _, _ = _client(tmp_path)
     schema = client.get("/openapi.json").json()

@@ -27,7 +27,7 @@ PREFIX = "/talking-head/v1"
 
 
 def mount(app, host, auth=None, *, max_waiting: int = 2, prefix: str = PREFIX, limits=None, max_jobs: int = 8,
-          allowed_origins=None):
+          allowed_origins=None, allowed_origin_regex=None):
     """Add the API routes to a FastAPI ``app``, running jobs on ``host``.
 
     auth: None (open), ``"user:pass,user2:pass2"`` (the WebUI's ``--api-auth`` format), a
@@ -35,7 +35,10 @@ def mount(app, host, auth=None, *, max_waiting: int = 2, prefix: str = PREFIX, l
     max_waiting: requests allowed to wait while one runs. limits: :class:`inputs.Limits`.
     max_jobs: asynchronous jobs queued or running at most.
     allowed_origins: origins (``https://site.example``) whose pages may call the API besides its own;
-    None reads the host's ``talking_head_api_origins`` setting; a request with any other ``Origin`` gets 403.
+    None reads the host's ``talking_head_api_origins`` setting. allowed_origin_regex: a regular expression
+    (str or compiled) an allowed origin matches in full (the WebUI's ``--cors-allow-origins-regex``; an
+    invalid one allows nothing and is logged). A request with any other ``Origin`` gets 403
+    ``{"detail": one line, "error": "CrossOriginRefused"}``.
     Returns the :class:`~sadtalker_ext.api.queue.JobQueue` (``status()`` for monitoring; its
     ``jobs`` attribute is the :class:`~sadtalker_ext.api.jobs_async.JobStore`).
     Raises OptionError for malformed ``auth``.
@@ -45,7 +48,7 @@ def mount(app, host, auth=None, *, max_waiting: int = 2, prefix: str = PREFIX, l
     from .routes import mount as _mount
 
     queue = _mount(app, host, auth=auth, max_waiting=max_waiting, prefix=prefix, limits=limits, max_jobs=max_jobs,
-                   allowed_origins=allowed_origins)
+                   allowed_origins=allowed_origins, allowed_origin_regex=allowed_origin_regex)
     try:
         app._talking_head_api = queue
     except AttributeError:  # pragma: no cover - apps that refuse new attributes

@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ..errors import AuthenticationError, DependencyError, InputError, TalkingHeadError
+from ..errors import AuthenticationError, CrossOriginRefused, DependencyError, InputError, TalkingHeadError
 from .auth import CredentialsArg, check_credentials, parse_credentials
 from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType, loads,
                      request_from_form, request_from_json)
@@ -109,11 +110,19 @@ JOB_HEADER = "x-talking-head-job"
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 
-def same_origin(request: Request, allowed) -> bool:
+_ORIGIN_MESSAGE = ("cross-origin request refused: the API answers its own origin only (allow more with "
+                   "--cors-origins standalone, or in the WebUI with its --cors-allow-origins / "
+                   f"--cors-allow-origins-regex or the {SETTING_ORIGINS} setting)")
+
+
+def same_origin(request: Request, allowed, regex: "Optional[re.Pattern]" = None) -> bool:
     """True when the request has no ``Origin`` (not a browser's cross-site call), or comes from the page's own
-    origin (scheme://host of the request) or one of ``allowed``."""
+    origin (scheme://host of the request), one of ``allowed`` (lower-case, no trailing slash) or one that
+    ``regex`` matches in full (as Starlette's CORSMiddleware matches ``allow_origin_regex``)."""
     origin = request.headers.get("origin")
     if origin is None:
+        return True
+    if regex is not None and regex.fullmatch(origin.strip()):
         return True
     origin = origin.strip().rstrip("/").lower()
     if origin in allowed:
@@ -122,13 +131,32 @@ def same_origin(request: Request, allowed) -> bool:
     return bool(host) and origin in (f"http://{host}", f"https://{host}")
 
 
-def _origin_dependency(allowed):
-    async def require_same_origin(request: Request) -> None:  # async: no thread hop per request
-        if not same_origin(request, allowed):
-            raise HTTPException(status_code=403, detail="cross-origin request refused: the API answers its own "
-                                                        "origin only (allow more with --cors-origins or the "
-                                                        f"{SETTING_ORIGINS} setting)")
-    return require_same_origin
+def _origin_route_class(allowed, regex):
+    """An APIRoute class whose handler refuses a cross-origin request before anything else (auth, body,
+    validation) with our own 403 body ``{"detail", "error": "CrossOriginRefused"}``: an HTTPException
+    would reach the host's exception handler, whose body differs (A1111 adds ``"error": "HTTPException"``)."""
+    class OriginCheckedRoute(APIRoute):
+        def get_route_handler(self):
+            handler = super().get_route_handler()
+
+            async def checked(request: Request):
+                if not same_origin(request, allowed, regex):
+                    return error_response(CrossOriginRefused(_ORIGIN_MESSAGE))
+                return await handler(request)
+            return checked
+    return OriginCheckedRoute
+
+
+def _origin_regex(regex) -> "Optional[re.Pattern]":
+    if regex is None or isinstance(regex, re.Pattern):
+        return regex
+    if not str(regex).strip():
+        return None
+    try:
+        return re.compile(str(regex))
+    except re.error as exc:
+        log.warning("talking-head API: the allowed-origins regex %r is not valid (%s); it allows nothing", regex, exc)
+        return None
 
 
 class _Jobs:
@@ -162,7 +190,8 @@ class _Jobs:
 
 
 def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefix: str = PREFIX,
-          limits: Optional[Limits] = None, max_jobs: int = 8, allowed_origins=None) -> JobQueue:
+          limits: Optional[Limits] = None, max_jobs: int = 8, allowed_origins=None,
+          allowed_origin_regex=None) -> JobQueue:
     """Add the routes to ``app`` (a FastAPI app); see :func:`sadtalker_ext.api.mount`."""
     creds = parse_credentials(auth)
     queue = JobQueue(max_waiting)
@@ -174,7 +203,7 @@ def mount(app, host, auth: CredentialsArg = None, *, max_waiting: int = 2, prefi
         allowed_origins = allowed_origins.replace(";", ",").split(",")
     allowed = {str(o).strip().rstrip("/").lower() for o in (allowed_origins or ()) if str(o).strip()}
     # same origin for every route of the router (the /jobs routes too); the password is checked per route
-    router = APIRouter(prefix=prefix, dependencies=[Depends(_origin_dependency(allowed))])
+    router = APIRouter(prefix=prefix, route_class=_origin_route_class(allowed, _origin_regex(allowed_origin_regex)))
     jobs = _Jobs()
 
     def user_of(credentials: Optional[HTTPBasicCredentials]) -> Optional[str]:

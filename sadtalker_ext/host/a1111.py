@@ -600,11 +600,29 @@ def api_credentials() -> Optional[Dict[str, str]]:
     return parse_credentials(spec) if spec else None
 
 
+def api_origins(host=None) -> Tuple[list, Optional[str]]:
+    """(origins, regex) that may call our API besides the WebUI's own pages: the ``talking_head_api_origins``
+    setting plus the WebUI's own ``--cors-allow-origins`` (comma-separated), and its
+    ``--cors-allow-origins-regex`` (None when unset): sites the WebUI's owner allowed are allowed by us too."""
+    from modules import shared
+
+    from ..api.routes import SETTING_ORIGINS
+
+    host = host if host is not None else get_host()
+    parts = [host.setting(SETTING_ORIGINS, None) or "", getattr(shared.cmd_opts, "cors_allow_origins", None) or ""]
+    origins = [o.strip() for p in parts for o in str(p).replace(";", ",").split(",") if o.strip()]
+    regex = getattr(shared.cmd_opts, "cors_allow_origins_regex", None) or None
+    return origins, regex
+
+
 def on_app_started(demo, app) -> None:
-    """Mount ``/talking-head/v1/*`` on the WebUI's FastAPI app, behind :func:`api_credentials`."""
+    """Mount ``/talking-head/v1/*`` on the WebUI's FastAPI app, behind :func:`api_credentials`, open to the
+    WebUI's own pages and :func:`api_origins`."""
     from .. import api
 
-    api.mount(app, get_host(), auth=api_credentials())
+    host = get_host()
+    origins, regex = api_origins(host)
+    api.mount(app, host, auth=api_credentials(), allowed_origins=origins, allowed_origin_regex=regex)
 
 
 # ------------------------------------------------------------------------------------------------
