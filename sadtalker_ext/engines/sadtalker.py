@@ -23,7 +23,7 @@ Mapping net: ``mapping_00229-model.pth.tar`` (70 coefficients) for crop/extcrop/
 Weights: ``SadTalker_V0.0.2_256.safetensors`` for ``--size 256`` and ``_512`` for 512 (when only
 the 256 file is present, size 512 renders at 256 and up-scales, with a warning).
 
-Loaded modules are cached per process (:func:`release_models` frees them), so the 725 MB file is
+Loaded modules are cached per process (:data:`sadtalker_ext.models.cache.MODELS`; its release frees them), so the 725 MB file is
 read once however many runs and engine instances there are. ``--seed`` makes a run repeatable:
 the PoseVAE noise comes from a ``torch.Generator`` and the blink schedule from a ``random.Random``,
 both seeded with it.
@@ -48,6 +48,7 @@ from ..face import align3d
 from ..face.crop import PasteBack
 from ..face.landmarks import detect_faces, find_face
 from ..models import locate
+from ..models.cache import MODELS, resolve_device, resolve_dtype
 from ..models.loading import SafetensorsCheckpoint
 from ..options import GenerateOptions
 from .base import FrameChunk, RunContext
@@ -61,32 +62,21 @@ MAPPING_FULL = "mapping_00109-model.pth.tar"   # 73 coefficients: full, extfull
 PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
 REF_VIDEO_SIZE = 256  # the official code extracts reference-video coefficients at 256 px
 FEATHER = 0.06        # paste-back feather width, fraction of the pasted box's side
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # ------------------------------------------------------------------------------------------------
 # process-wide model cache
 # ------------------------------------------------------------------------------------------------
 
-_MODELS: Dict[tuple, Any] = {}
-_MODELS_LOCK = threading.RLock()
-
-
 def _cached(key: tuple, build: Callable[[], Any]) -> Any:
-    with _MODELS_LOCK:
-        hit = _MODELS.get(key)
-        if hit is None:
-            hit = build()
-            _MODELS[key] = hit
-        return hit
+    """A SadTalker module from the process's model cache (:data:`sadtalker_ext.models.cache.MODELS`)."""
+    return MODELS.get(("sadtalker",) + key, build)
 
 
 def release_models() -> None:
-    """Drop every cached SadTalker module (and free the CUDA cache). The next run reloads them."""
-    with _MODELS_LOCK:
-        _MODELS.clear()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    """Drop every cached model (SadTalker's and the others: one :meth:`ModelCache.release`) and free the
+    CUDA cache. The next run reloads them."""
+    MODELS.release()
 
 
 def _file_key(path: Path) -> tuple:
@@ -281,28 +271,9 @@ class SadTalkerEngine:
 
     def resolve_device(self, options: GenerateOptions) -> Tuple[torch.device, torch.dtype]:
         """The torch device and renderer dtype for ``options`` (constructor arguments win)."""
-        name = self.device or options.device or "auto"
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            dev = torch.device(name)
-        except (RuntimeError, ValueError):
-            raise OptionError(f"--device {name!r} is not valid; use auto, cpu, cuda, cuda:N or mps") \
-                from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise OptionError("--device cuda was asked but PyTorch sees no CUDA GPU; use --device "
-                              "cpu (or install a CUDA build of torch)")
-        prec = self.precision or options.precision or "fp32"
-        if prec not in _DTYPES:
-            raise OptionError(f"--precision {prec!r} is not valid; use fp32, fp16 or bf16")
-        dtype = _DTYPES[prec]
-        if dtype == torch.bfloat16 and dev.type == "cpu" and cpu_has_bf16():
-            return dev, dtype  # opt-in: ~3x faster renderer on AVX512-BF16/AMX CPUs, ~33 dB PSNR vs fp32
-        if dtype != torch.float32 and dev.type != "cuda":
-            why = ("this CPU has no native bfloat16 (AVX512-BF16 or AMX)" if dtype == torch.bfloat16
-                   else "float16 is only used on CUDA")
-            log.warning("--precision %s: %s; rendering in fp32 on %s", prec, why, dev)
-            dtype = torch.float32
+        dev = resolve_device(self.device or options.device or "auto")
+        # bf16 also on a CPU that computes it natively (opt-in: ~3x faster renderer, ~33 dB PSNR vs fp32)
+        dtype = resolve_dtype(self.precision or options.precision or "fp32", dev, cpu_bf16=cpu_has_bf16)
         return dev, dtype
 
     def _models(self, options: GenerateOptions) -> _Models:

@@ -15,9 +15,10 @@
   ``shared.state.interrupted`` (the WebUI's Interrupt button);
 * img2img with the loaded Stable Diffusion model through ``StableDiffusionProcessingImg2Img`` +
   ``process_images``; face restoration through ``modules.face_restoration.restore_faces``;
-* engines are cached across runs in a small registry (:func:`cached_engine`) unless the "Keep
-  models loaded" setting is off; :func:`release_models` drops them; after a failed run the CUDA
-  cache is emptied.
+* engines and every other model (SadTalker, Wav2Lip, restorers, the diffusers img2img pipeline) are
+  kept across runs in the process's model cache (:data:`sadtalker_ext.models.cache.MODELS`,
+  :func:`cached_engine`) unless the "Keep models loaded" setting is off: then :func:`release_models`
+  drops them all after every job; after a failed run the CUDA cache is emptied.
 
 :func:`register` wires the extension into the WebUI (called by ``scripts/talking_head.py``): the
 tab (``on_ui_tabs``; a tab showing the error and its fix when the UI cannot be built), the settings
@@ -36,8 +37,6 @@ import logging
 import math
 import os
 import random
-import sys
-import threading
 import traceback
 import uuid
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from ..models.cache import MODELS, free_cuda_cache
 from .base import Img2ImgRequest
 
 log = logging.getLogger(__name__)
@@ -114,55 +114,27 @@ def _mediapipe_pip_args(protobuf: Optional[str] = None) -> str:
 # engine cache
 # ------------------------------------------------------------------------------------------------
 
-_ENGINES: Dict[tuple, Any] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
 def cached_engine(name: str, checkpoints: Optional[str], host_dir: Optional[Path], *, keep: bool = True):
     """The engine for ``name`` ("auto" resolved), reused across runs while ``keep`` is true.
 
-    Keyed by (resolved engine, checkpoints folder, host models folder). Raises OptionError for an
-    unknown engine, DependencyError when the SadTalker engine has no PyTorch.
+    Keyed by (resolved engine, checkpoints folder, host models folder) in the process's model cache
+    (:data:`sadtalker_ext.models.cache.MODELS`). Raises OptionError for an unknown engine,
+    DependencyError when the SadTalker engine has no PyTorch.
     """
     from ..engines import get_engine, resolve_engine_name
 
     resolved = resolve_engine_name(name, checkpoints, host_dir)
     if not keep:
         return get_engine(resolved, checkpoints=checkpoints, host_dir=host_dir)
-    key = (resolved, str(checkpoints or ""), str(host_dir or ""))
-    with _ENGINES_LOCK:
-        engine = _ENGINES.get(key)
-        if engine is None:
-            engine = get_engine(resolved, checkpoints=checkpoints, host_dir=host_dir)
-            _ENGINES[key] = engine
-        return engine
+    key = ("engine", resolved, str(checkpoints or ""), str(host_dir or ""))
+    return MODELS.get(key, lambda: get_engine(resolved, checkpoints=checkpoints, host_dir=host_dir))
 
 
 def release_models() -> None:
-    """Forget cached engines and the modules' own model caches, then free the CUDA cache.
-
-    The next run loads its models again. Modules that were never imported are left alone (this
-    never imports torch or an engine just to release it).
-    """
-    with _ENGINES_LOCK:
-        _ENGINES.clear()
-    for module_name, func in (("sadtalker_ext.engines.sadtalker", "release_models"),
-                              ("sadtalker_ext.models.loading", "clear_cache")):
-        module = sys.modules.get(module_name)
-        if module is not None and hasattr(module, func):
-            getattr(module, func)()
-    gc.collect()
-    free_cuda_cache()
-
-
-def free_cuda_cache() -> None:
-    """``torch.cuda.empty_cache()`` when torch is loaded and sees a CUDA GPU (else nothing)."""
-    if "torch" not in sys.modules:  # nothing of ours ever touched the GPU
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    """Forget every loaded model (engines, SadTalker's modules, Wav2Lip, restorers, the diffusers
+    pipeline, open checkpoint files: one :meth:`~sadtalker_ext.models.cache.ModelCache.release`), then
+    collect garbage and free the CUDA cache. The next run loads its models again."""
+    MODELS.release()
 
 
 # ------------------------------------------------------------------------------------------------

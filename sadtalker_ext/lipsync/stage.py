@@ -47,6 +47,7 @@ import numpy as np
 
 from ..audio.mel import DEFAULT_CONFIG, MEL_STEP, MelConfig, melspectrogram, resample_to_16k
 from ..frames import FrameChunk, RunContext
+from ..models.cache import MODELS, file_key, resolve_device, resolve_dtype
 from ..errors import CheckpointError, DependencyError, InputError, NoFaceError, OptionError
 from ..face.tracking import FaceTracker  # noqa: F401 - re-exported (was defined here)
 from .compositing import (Box, BoxSmoother, MaskConfig, composite, face_box, lipsync_mask,
@@ -220,7 +221,10 @@ class Wav2LipStage:
                 raise DependencyError("Wav2Lip lip-sync needs PyTorch; install it (pip install torch) "
                                       "or use --lipsync none") from exc
             dtype = torch.float16 if self.half else torch.float32
-            self._model = load_wav2lip(self.checkpoint_path, device=self.device, dtype=dtype)
+            path = self.checkpoint_path
+            # kept between runs in the process's model cache (the host's release drops it)
+            self._model = MODELS.get(("wav2lip", file_key(path), str(self.device), str(dtype)),
+                                     lambda: load_wav2lip(path, device=self.device, dtype=dtype))
         return self._model
 
     # -- stage --------------------------------------------------------------------------------------
@@ -446,16 +450,19 @@ def lipsync_stage_for(options, *, host_dir=None, restore: Optional[Restorer] = N
         require_file(CHECKPOINT_NAMES[0], checkpoints=options.checkpoints, host_dir=host_dir)
     if not _torch_available():
         raise DependencyError("--lipsync wav2lip needs PyTorch; install it (pip install torch) or use --lipsync none")
-    if device is None:
-        device = getattr(options, "device", "auto")
-    if device == "auto":
-        import torch
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    half = getattr(options, "precision", "fp32") == "fp16" and str(device).startswith("cuda")
+    import torch
+
+    dev = resolve_device(device if device is not None else options.device)
+    device = str(dev)
+    half = resolve_dtype(options.precision, dev, supported=("fp32", "fp16")) == torch.float16
     if restore is None and getattr(options, "restore", "none") != "none":
-        from .restore import load_restorer
-        restore = load_restorer(options.restore, fidelity=options.restore_fidelity,
-                                checkpoints=options.checkpoints, host_dir=host_dir, device=device)
+        from .restore import find_restorer_file, load_restorer
+        found = find_restorer_file(options.restore, options.checkpoints, host_dir)
+        key = ("restorer", options.restore, file_key(found) if found else None, float(options.restore_fidelity),
+               device)
+        restore = MODELS.get(key, lambda: load_restorer(options.restore, fidelity=options.restore_fidelity,
+                                                        path=found, checkpoints=options.checkpoints,
+                                                        host_dir=host_dir, device=device))
     mask = MaskConfig(only_mouth=bool(options.only_mouth), dilate_px=float(options.mouth_mask_dilate),
                       erode_px=float(options.face_mask_erode), blur_px=float(options.mask_blur))
     stage = Wav2LipStage(ckpt, device=device, batch_size=options.wav2lip_batch_size, pads=options.pads,

@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from ..errors import CheckpointError, DependencyError
+from .cache import MODELS
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -127,6 +128,10 @@ def clear_cache() -> None:
         for ckpt in _CACHE.values():
             ckpt._close()
         _CACHE.clear()
+
+
+# opened checkpoint files close with the models (one release: sadtalker_ext.models.cache)
+MODELS.on_release(clear_cache)
 
 
 def _stat_key(path: PathLike, expected: Optional[str]) -> Tuple[Path, Tuple[str, int, int]]:

@@ -43,6 +43,7 @@ import numpy as np
 
 from ..errors import CheckpointError, DependencyError, InputError, OptionError, TalkingHeadError
 from ..host.base import Img2ImgRequest
+from ..models.cache import MODELS, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -218,18 +219,12 @@ class DiffusersBackend:
 
     # -- loading ------------------------------------------------------------------------------------
     def _device(self):
-        import torch
-        d = self.device_name
-        if d in (None, "auto"):
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise OptionError(f"--device {d} was asked for but CUDA is not available; use --device cpu")
-        return torch.device(d)
+        return resolve_device(self.device_name)
 
     def _prepare(self, pipe) -> None:
         import torch
         dev = self._device()
-        dtype = torch.float16 if (self.precision == "fp16" and dev.type == "cuda") else torch.float32
+        dtype = resolve_dtype(self.precision, dev, supported=("fp32", "fp16"))
         pipe = pipe.to(dev) if dtype == torch.float32 else pipe.to(dev, dtype)
         if hasattr(pipe, "set_progress_bar_config"):
             pipe.set_progress_bar_config(disable=True)
@@ -351,28 +346,21 @@ class DiffusersBackend:
         return check_output(out, request, "diffusers")
 
 
-_CACHE_LOCK = threading.Lock()
-_CACHED: Dict[tuple, "DiffusersBackend"] = {}
-
-
 def make_backend(*, host: Any = None, sd_checkpoint: str | os.PathLike | None = None, device: str = "auto",
                  precision: str = "fp32", sd_config: str | os.PathLike | None = None) -> RefineBackend:
     """The backend a run should use: ``sd_checkpoint`` (diffusers) when given, else the host's model
     when the host can run img2img, else DependencyError (:data:`NO_MODEL_MESSAGE`).
 
-    The most recent diffusers backend is kept (one model in memory), so that repeated runs and
+    The most recent diffusers backend is kept (one model in memory, in the process's model cache
+    :data:`sadtalker_ext.models.cache.MODELS`: the host's release drops it), so that repeated runs and
     previews from the UI with the same checkpoint, device and precision do not reload it."""
     if sd_checkpoint:
         prec = "fp16" if precision == "fp16" else "fp32"
         p = Path(sd_checkpoint)
-        key = (str(p.resolve()), p.stat().st_mtime if p.exists() else None, str(sd_config or ""), device, prec)
-        with _CACHE_LOCK:
-            if key in _CACHED:
-                return _CACHED[key]
-            backend = DiffusersBackend(sd_checkpoint, config=sd_config, device=device, precision=prec)
-            _CACHED.clear()
-            _CACHED[key] = backend
-            return backend
+        key = ("diffusers", str(p.resolve()), p.stat().st_mtime if p.exists() else None, str(sd_config or ""),
+               device, prec)
+        return MODELS.get_latest(key, lambda: DiffusersBackend(sd_checkpoint, config=sd_config, device=device,
+                                                               precision=prec))
     if host is not None and host_can_img2img(host):
         return HostBackend(host)
     raise DependencyError(NO_MODEL_MESSAGE)
