@@ -1,8 +1,10 @@
-"""The talking-head pipeline, top to bottom.
+"""The talking-head pipeline, top to bottom. :func:`plan_run` builds a run (the first four lines, the
+stages and the context); :meth:`RunPlan.frames` runs the rest without the writer, :meth:`RunPlan.write`
+with it; :func:`generate` and :func:`iter_frames` are those two.
 
     audio  = load_audio(path)                        # any format -> mono float32, original rate
     image  = load_image(path)                        # any format -> uint8 RGB
-    engine = get_engine(options.engine)              # lite | sadtalker
+    engine = host.engine_for(options) or get_engine(options.engine)   # lite | sadtalker | video source
     source = engine.prepare(image, options)          # face, crop, per-portrait model (once)
     motion = engine.motion(source, ctx)              # per-frame motion at 25 fps
     chunks = engine.frames(source, motion, ctx)      # rendered in chunks
