@@ -66,6 +66,9 @@ def _message(exc: BaseException) -> str:
             f"--batch-size / --wav2lip-batch-size or --size, close other GPU programs, or use --device cpu")
 
 
+_END = object()
+
+
 def oom_guard(fn: F) -> F:
     """Decorator: out-of-memory errors raised by ``fn`` become :class:`OutOfMemory` (one line)
     after :func:`release_accelerator_memory`; every other exception passes unchanged. A generator
@@ -73,15 +76,13 @@ def oom_guard(fn: F) -> F:
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args, **kwargs):
+            it = fn(*args, **kwargs)
+            step = oom_guard(functools.partial(next, it, _END))  # each step guarded as a call
             try:
-                yield from fn(*args, **kwargs)
-                return
-            except (RuntimeError, MemoryError) as exc:
-                if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
-                    raise
-                message = _message(exc)
-            release_accelerator_memory()
-            raise OutOfMemory(message)
+                while (item := step()) is not _END:
+                    yield item
+            finally:
+                it.close()
         return generator  # type: ignore[return-value]
 
     @functools.wraps(fn)

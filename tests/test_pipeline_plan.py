@@ -139,3 +139,25 @@ def test_the_cli_writes_the_sidecar_the_tab_writes(tmp_path, astronaut, speech):
                                        "bytes": img.stat().st_size}
     assert meta["source"]["audio"]["sha256"] == hashlib.sha256(wav.read_bytes()).hexdigest()
     assert meta["options"]["size"] == 256 and meta["info"]["viseme_source"] == "acoustic"
+
+
+def test_out_of_memory_in_the_frame_iterator_becomes_one_line(monkeypatch):
+    from sadtalker_ext import memory
+    from sadtalker_ext.errors import OutOfMemory
+
+    released = []
+    monkeypatch.setattr(memory, "release_accelerator_memory", lambda: released.append(1))
+
+    def oom_stage(chunks, ctx):
+        for c in chunks:
+            if c.start >= 10:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            yield c
+
+    seen = []
+    image = np.full((16, 24, 3), 7, np.uint8)
+    clip = AudioClip(np.zeros(16000, np.float32), 16000)
+    with pytest.raises(OutOfMemory, match="out of GPU memory"):
+        for chunk in iter_frames(image, clip, GenerateOptions(), engine=_Engine(), stages=[oom_stage]):
+            seen.append(chunk.start)
+    assert seen == [0] and released == [1]  # memory released before the one-line error
