@@ -131,7 +131,7 @@ def test_cli_runs_after_ctrl_c(files, tmp_path):
     _, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr.decode()
     check_video(out, 15, sample_rate=16000)
-    assert leftovers(tmp_path) == ["ok.mp4"]
+    assert leftovers(tmp_path) == ["ok.json", "ok.mp4"]  # the video and its sidecar
     TALLY.add("outcomes_matched")
 
 

@@ -297,7 +297,10 @@ def test_matrix(case: Case, frontend: str, inputs, server, tmp_path, capfd):
         assert "Traceback" not in stderr + stdout
         if case.error is None:
             assert rc == 0, stderr
-            assert leftovers(out_dir) == [out.name]
+            # the video and its sidecar (the CLI writes the tab's <out>.json since the run plan, issue 14)
+            assert leftovers(out_dir) == sorted([out.name, out.with_suffix(".json").name])
+            meta = json.loads(out.with_suffix(".json").read_text())
+            assert meta["extension"] == "sd-talking-head" and meta["frames"] > 0
             _check_good_video(case, inputs, out, False)
         else:
             assert rc == 2, (rc, stderr)
