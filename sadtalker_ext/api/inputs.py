@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import ImageError, InputError, OptionError
+from .. import options as options_mod
 from ..options import GenerateOptions
 
 MB = 1024 * 1024
@@ -89,12 +90,12 @@ class Limits:
 
 
 #: Options that name files or folders on the server: never accepted over HTTP.
-PATH_OPTIONS = frozenset({"checkpoints", "ref_eyeblink", "ref_pose", "lipsync_debug", "sd_checkpoint"})
+PATH_OPTIONS = options_mod.names("path")
 #: Options that take either a server path (refused) or the data itself (accepted).
-PATH_OR_DATA_OPTIONS = frozenset({"refine"})
+PATH_OR_DATA_OPTIONS = options_mod.names("path_or_data")
 #: String options that are plain values (choices or text), safe over HTTP.
-VALUE_OPTIONS = frozenset({"engine", "preprocess", "phonemes", "transcript", "language", "lipsync", "device",
-                           "precision", "restore", "refine_mode"})
+VALUE_OPTIONS = frozenset(n for n in options_mod.names("value")
+                          if isinstance(getattr(options_mod.GenerateOptions(), n), (str, type(None))))
 _PATHY_NAME = re.compile(r"(path|dir|folder|file|checkpoint|debug)", re.IGNORECASE)
 _PATHY_PREFIX = re.compile(r"^(file:|~|\.{1,2}[\\/]|[A-Za-z]:[\\/]|\\\\)")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")

@@ -11,78 +11,56 @@ import logging
 import os
 import sys
 import time
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
 from ..errors import GenerationInterrupted, TalkingHeadError
-from ..options import ENGINES, LIPSYNC, PHONEME_SOURCES, PRECISIONS, PREPROCESS, RESTORERS, GenerateOptions
+from ..options import STAGES, GenerateOptions, flag_of, spec_of
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def _add_generation_options(p: argparse.ArgumentParser) -> None:
-    d = GenerateOptions()
-    g = p.add_argument_group("generation")
-    g.add_argument("--engine", choices=ENGINES, default=d.engine, help="animator (default: %(default)s)")
-    g.add_argument("--preprocess", choices=PREPROCESS, default=d.preprocess, help="default: %(default)s")
-    g.add_argument("--size", type=int, default=d.size, help="256 or 512 (default: %(default)s)")
-    g.add_argument("--still", action="store_true", help="keep the head still (mouth, eyes and brows move)")
-    g.add_argument("--pose-style", type=int, default=d.pose_style, help="head-motion style 0..45")
-    g.add_argument("--expression-scale", type=float, default=d.expression_scale, help="0..3, scales face motion")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed; same seed = same video")
-    g.add_argument("--face-index", type=int, default=d.face_index, help="which face, 0 = largest")
-    g.add_argument("--no-blinks", action="store_true", help="disable eye blinks")
-    g.add_argument("--phonemes", choices=PHONEME_SOURCES, default=d.phonemes,
-                   help="mouth shapes from pocketsphinx alignment (English) or acoustics")
-    g.add_argument("--transcript", default=None, help="text of the speech, for forced alignment")
-    g.add_argument("--lipsync", choices=LIPSYNC, default=d.lipsync, help="Wav2Lip lip refinement")
-    g.add_argument("--chunk-size", type=int, default=d.chunk_size, help="frames per streamed chunk")
-    g.add_argument("--crf", type=int, default=d.crf, help="H.264 quality 0..51 (lower is better)")
-    g.add_argument("--max-side", type=int, default=d.max_side, help="long-side cap of 'full' output, pixels")
-    g.add_argument("--checkpoints", default=None, help="folder with model files (neural engines)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="frames rendered per forward pass, sadtalker engine (default: %(default)s)")
-    g.add_argument("--ref-eyeblink", default=None, metavar="VIDEO",
-                   help="copy eye blinks from this video (sadtalker engine)")
-    g.add_argument("--ref-pose", default=None, metavar="VIDEO",
-                   help="copy head motion from this video (sadtalker engine)")
-    g.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="fp16/bf16 renderer autocast on CUDA (default: %(default)s)")
-    w = p.add_argument_group("lip-sync (Wav2Lip-UHQ)")
-    w.add_argument("--pads", type=int, nargs=4, default=list(d.pads), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="pixels added to the face box (default: %(default)s)")
-    w.add_argument("--mouth-mask-dilate", type=float, default=d.mouth_mask_dilate, help="lip mask growth, px")
-    w.add_argument("--face-mask-erode", type=float, default=d.face_mask_erode, help="face oval shrinkage, px")
-    w.add_argument("--mask-blur", type=float, default=d.mask_blur, help="mask feathering, px")
-    w.add_argument("--only-mouth", action="store_true", help="paste only the lips, not the lower face")
-    w.add_argument("--restore", choices=RESTORERS, default=d.restore, help="face restoration of the refined region")
-    w.add_argument("--restore-fidelity", type=float, default=d.restore_fidelity, help="CodeFormer fidelity 0..1")
-    w.add_argument("--wav2lip-batch-size", type=int, default=d.wav2lip_batch_size, help="frames per Wav2Lip forward")
-    w.add_argument("--lipsync-debug", default=None, metavar="DIR", help="write the masks/crops of one frame here")
-    r = p.add_argument_group("img2img refinement")
-    r.add_argument("--refine", default=None, metavar="KEYFRAMES_JSON",
-                   help="refine the frames with Stable Diffusion img2img under this keyframe schedule")
-    r.add_argument("--refine-mode", choices=("every", "keyframes"), default=None,
-                   help="img2img on every frame (batched) or on keyframes only, carried by optical flow "
-                        "(default: the schedule's, else keyframes)")
-    r.add_argument("--sd-checkpoint", default=None, metavar="PATH",
-                   help="SD model for refinement: .safetensors/.ckpt or diffusers folder")
+    """One flag per option of :func:`sadtalker_ext.options.schema` that has one, in argument groups by stage."""
+    groups = {}
+    for f in fields(GenerateOptions):
+        spec = spec_of(f)
+        flag = flag_of(f.name, spec) if spec is not None else None
+        if flag is None:
+            continue
+        title = STAGES[spec.stage]
+        g = groups.get(title) or groups.setdefault(title, p.add_argument_group(title))
+        kw = dict(help=spec.help or None, dest=_dest(flag))
+        if isinstance(f.default, bool):
+            kw["action"] = "store_true"
+        else:
+            kw["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
+            if isinstance(f.default, tuple):
+                kw.update(type=type(f.default[0]), nargs=len(f.default))
+            elif isinstance(f.default, (int, float)):
+                kw["type"] = type(f.default)
+            if spec.choices and spec.cli_choices:
+                kw["choices"] = spec.choices
+            if spec.metavar is not None:
+                kw["metavar"] = spec.metavar
+        g.add_argument(flag, **kw)
 
 
 def _options(args) -> GenerateOptions:
-    return GenerateOptions(
-        engine=args.engine, preprocess=args.preprocess, size=args.size, still=args.still,
-        pose_style=args.pose_style, expression_scale=args.expression_scale, seed=args.seed,
-        face_index=args.face_index, blinks=not args.no_blinks, phonemes=args.phonemes,
-        transcript=args.transcript, language=getattr(args, "lang", "en") or "en", lipsync=args.lipsync, chunk_size=args.chunk_size, crf=args.crf,
-        max_side=args.max_side, checkpoints=args.checkpoints, batch_size=args.batch_size,
-        ref_eyeblink=args.ref_eyeblink, ref_pose=args.ref_pose, device=args.device,
-        precision=args.precision, pads=tuple(args.pads), mouth_mask_dilate=args.mouth_mask_dilate,
-        face_mask_erode=args.face_mask_erode, mask_blur=args.mask_blur, only_mouth=args.only_mouth,
-        restore=args.restore, restore_fidelity=args.restore_fidelity,
-        wav2lip_batch_size=args.wav2lip_batch_size, lipsync_debug=args.lipsync_debug,
-        refine=getattr(args, "refine", None), refine_mode=getattr(args, "refine_mode", None),
-        sd_checkpoint=getattr(args, "sd_checkpoint", None),
-    ).validate()
+    data = {}
+    for f in fields(GenerateOptions):
+        spec = spec_of(f)
+        flag = flag_of(f.name, spec) if spec is not None else None
+        if flag is None or not hasattr(args, _dest(flag)):
+            continue
+        v = getattr(args, _dest(flag))
+        data[f.name] = (not v if spec.invert else tuple(v) if isinstance(f.default, tuple) and v is not None
+                        else v)
+    data["language"] = getattr(args, "lang", None) or GenerateOptions().language
+    return GenerateOptions(**data).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,7 @@ from ..face.landmarks import detect_faces, find_face
 from ..models import locate
 from ..models.cache import MODELS, resolve_device, resolve_dtype
 from ..models.loading import SafetensorsCheckpoint
-from ..options import GenerateOptions
+from ..options import PREPROCESS, GenerateOptions
 from .base import FrameChunk, RunContext
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ CHECKPOINT_256 = "SadTalker_V0.0.2_256.safetensors"
 CHECKPOINT_512 = "SadTalker_V0.0.2_512.safetensors"
 MAPPING_CROP = "mapping_00229-model.pth.tar"   # 70 coefficients: crop, extcrop, resize
 MAPPING_FULL = "mapping_00109-model.pth.tar"   # 73 coefficients: full, extfull
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
+PREPROCESS_MODES = PREPROCESS  # the options' (sadtalker_ext.options.PREPROCESS)
 REF_VIDEO_SIZE = 256  # the official code extracts reference-video coefficients at 256 px
 FEATHER = 0.06        # paste-back feather width, fraction of the pasted box's side
 

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 
 from ..errors import OptionError
+from ..options import LITE_PREPROCESS
 from .landmarks import Face
 
-PREPROCESS_MODES = ("crop", "resize", "full")
+PREPROCESS_MODES = LITE_PREPROCESS  # sadtalker_ext.options: the lite engine's modes
 CROP_SCALE = 1.9       # crop side = CROP_SCALE x face size (landmark extent, forehead to chin)
 FULL_CROP_SCALE = 2.4  # the animated region of "full" mode (the face model fixes its outer ring inside it)
 

@@ -46,6 +46,7 @@ import numpy as np
 
 from ..errors import GenerationInterrupted, InputError, TalkingHeadError
 from ..models.cache import MODELS, free_cuda_cache
+from ..options import ENGINES, PRECISIONS, GenerateOptions
 from .base import Img2ImgRequest
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ TAB_TITLE = "Talking Head"
 TAB_ID = "talking_head"
 SECTION = ("talking_head", "Talking Head")
 DEFAULT_OUTPUT_DIR = os.path.join("outputs", "talking-head")
-ENGINE_CHOICES = ["auto", "lite", "sadtalker"]
-PRECISION_CHOICES = ["fp32", "fp16", "bf16"]
+#: Choices of the default-engine / precision settings: the options' own (sadtalker_ext.options).
+ENGINE_CHOICES = list(ENGINES)
+PRECISION_CHOICES = list(PRECISIONS)
 
 #: The extension's settings: key -> (default, label, note).
 SETTINGS: Dict[str, Tuple[Any, str, str]] = {
@@ -66,9 +68,10 @@ SETTINGS: Dict[str, Tuple[Any, str, str]] = {
         DEFAULT_OUTPUT_DIR, "Output folder for videos and their JSON sidecars",
         "relative paths are inside the WebUI's data folder"),
     "talking_head_default_engine": (
-        "auto", "Default engine", "auto: SadTalker when its model files and PyTorch are present, else lite"),
+        GenerateOptions().engine, "Default engine", "auto: SadTalker when its model files and PyTorch are present, else lite"),
     "talking_head_precision": (
-        "fp16", "Precision of the neural renderer on CUDA GPUs", "the CPU always computes in fp32"),
+        GenerateOptions().precision, "Precision of the neural renderer",
+        "fp16/bf16: faster on CUDA GPUs, slightly different frames; bf16 also on CPUs that have it natively"),
     "talking_head_keep_models_loaded": (
         True, "Keep models loaded between runs", "off: free the memory after every video"),
     "talking_head_show_server_paths": (

@@ -2,10 +2,9 @@
 
 :func:`option_specs` walks the dataclass fields, so an option added to ``GenerateOptions`` shows up in
 the tab without touching the UI: its kind comes from the default value (bool -> checkbox, int / float
--> number, tuple -> comma-separated text, str -> text), and a str option gets a dropdown when
-``sadtalker_ext.options`` has a tuple constant of its allowed values named after it (``engine`` ->
-``ENGINES``, ``restore`` -> ``RESTORERS``, ``phonemes`` -> ``PHONEME_SOURCES``). :data:`HINTS` adds
-labels, ranges, sections and help text for the known options. :func:`to_options` turns the form's
+-> number, tuple -> comma-separated text, str -> text). A declared option's
+:class:`~sadtalker_ext.options.Option` metadata gives its label, section, range, step, choices and help
+(:data:`HINTS`, derived from it). :func:`to_options` turns the form's
 values back into a validated ``GenerateOptions`` (raises OptionError with the CLI's one-line message).
 """
 from __future__ import annotations
@@ -23,67 +22,31 @@ from ..options import GenerateOptions
 SECTIONS = ("main", "Face and motion", "Lip-sync (Wav2Lip)", "Refinement (img2img)", "Neural engine", "Output",
             "Other")
 
-#: UI hints per option: section, label, kind override, range, step, choices, info.
-HINTS: dict = {
-    "engine": dict(section="main", label="Engine", info="auto = the best available engine"),
-    "preprocess": dict(section="main", label="Preprocess",
-                       info="crop: face square; resize: whole image; full: face pasted back into the original"),
-    "size": dict(section="main", label="Face resolution", choices=(256, 512)),
-    "still": dict(section="main", label="Still (no head motion)"),
-    "expression_scale": dict(section="main", label="Expression scale", kind="slider", minimum=0.0,
-                             maximum=3.0, step=0.05),
-    "pose_style": dict(section="main", label="Pose style", kind="slider", minimum=0, maximum=45, step=1),
-    "seed": dict(section="main", label="Seed", minimum=0, info="same seed = same video"),
-    "language": dict(section="main", label="Spoken language", choices=("en", "ru", "zh"), custom=True,
-                     info="code of the speech's language (also the text-to-speech voice)"),
-    "face_index": dict(section="Face and motion", label="Face index (0 = largest)", minimum=0, maximum=63),
-    "blinks": dict(section="Face and motion", label="Eye blinks"),
-    "phonemes": dict(section="Face and motion", label="Mouth shapes from (lite engine)"),
-    "transcript": dict(section="Face and motion", label="Transcript (optional, for forced alignment)",
-                       lines=2),
-    "max_side": dict(section="Face and motion", label="Max side of 'full' output (px)", kind="slider",
-                     minimum=256, maximum=8192, step=64),
-    "ref_eyeblink": dict(section="Face and motion", label="Reference video for eye blinks (sadtalker)",
-                         kind="file", file_types=("video",)),
-    "ref_pose": dict(section="Face and motion", label="Reference video for head pose (sadtalker)",
-                     kind="file", file_types=("video",)),
-    "lipsync": dict(section="Lip-sync (Wav2Lip)", label="Lip-sync refinement"),
-    "pads": dict(section="Lip-sync (Wav2Lip)", label="Face box padding: top, bottom, left, right (px)"),
-    "mouth_mask_dilate": dict(section="Lip-sync (Wav2Lip)", label="Mouth mask dilate (px)", kind="slider",
-                              minimum=0.0, maximum=64.0, step=0.5),
-    "face_mask_erode": dict(section="Lip-sync (Wav2Lip)", label="Face mask erode (px)", kind="slider",
-                            minimum=0.0, maximum=64.0, step=0.5),
-    "mask_blur": dict(section="Lip-sync (Wav2Lip)", label="Mask blur (px)", kind="slider", minimum=0.0,
-                      maximum=64.0, step=0.5),
-    "only_mouth": dict(section="Lip-sync (Wav2Lip)", label="Paste only the mouth"),
-    "restore": dict(section="Lip-sync (Wav2Lip)", label="Face restoration"),
-    "restore_fidelity": dict(section="Lip-sync (Wav2Lip)", label="Restoration fidelity (CodeFormer)",
-                             kind="slider", minimum=0.0, maximum=1.0, step=0.05),
-    "wav2lip_batch_size": dict(section="Lip-sync (Wav2Lip)", label="Wav2Lip batch size", minimum=1,
-                               maximum=1024),
-    "lipsync_debug": dict(section="Lip-sync (Wav2Lip)",
-                          label="Debug folder name (masks of one frame; made inside the output folder)"),
-    "refine": dict(section="Refinement (img2img)", label="Keyframes JSON (empty = no refinement)", kind="file",
-                   file_types=(".json",)),
-    "refine_mode": dict(section="Refinement (img2img)", label="Refine mode (empty = the file's own)"),
-    "sd_checkpoint": dict(section="Refinement (img2img)",
-                          label="SD checkpoint: name of a file in the models folder (standalone only; the "
-                                "WebUI uses its loaded model)"),
-    "checkpoints": dict(section="Neural engine", label="Checkpoint folder (empty = default lookup)"),
-    "batch_size": dict(section="Neural engine", label="Batch size", kind="slider", minimum=1, maximum=64,
-                       step=1),
-    "device": dict(section="Neural engine", label="Device", choices=("auto", "cpu", "cuda", "mps"),
-                   custom=True, info="or cuda:N"),
-    "precision": dict(section="Neural engine", label="Precision (fp16/bf16 on CUDA)"),
-    "fps": dict(section="Output", label="Frames per second", minimum=25, maximum=25),
-    "crf": dict(section="Output", label="H.264 quality (CRF, lower = better)", kind="slider", minimum=0,
-                maximum=51, step=1),
-    "chunk_size": dict(section="Output", label="Frames per chunk", kind="slider", minimum=1, maximum=256,
-                       step=1),
-}
+def _hint(spec) -> dict:
+    """The tab's view of one :class:`~sadtalker_ext.options.Option`."""
+    hint = dict(section=spec.section, label=spec.label)
+    if spec.control:
+        hint["kind"] = spec.control
+    if spec.range is not None and spec.control != "file":
+        hint["minimum"] = spec.range[0]
+        if spec.ui_max:
+            hint["maximum"] = spec.range[1]
+    if spec.step is not None:
+        hint["step"] = spec.step
+    if spec.choices or spec.suggestions:
+        hint["choices"] = tuple(spec.choices or spec.suggestions)
+    if spec.suggestions:
+        hint["custom"] = True
+    for name in ("info", "lines", "file_types"):
+        value = getattr(spec, name)
+        if value and value != 1:
+            hint[name] = value
+    return hint
 
-#: Choice constants whose name does not follow the option's name.
-_CHOICE_ALIASES = {"phonemes": "PHONEME_SOURCES", "restore": "RESTORERS"}
+
+#: UI hints per option (section, label, kind override, range, step, choices, info), derived from
+#: :func:`sadtalker_ext.options.schema`; edit the option's field there, not here.
+HINTS: dict = {name: _hint(spec) for name, spec in options_mod.schema().items()}
 
 
 @dataclass
@@ -109,22 +72,6 @@ class ControlSpec:
     extra: dict = field(default_factory=dict)
 
 
-def _choices_for(name: str, default: Any) -> tuple:
-    const = _CHOICE_ALIASES.get(name)
-    candidates = [const] if const else []
-    stem = name.upper().rstrip("S")
-    # ENGINES for engine, PREPROCESS for preprocess, RESTORERS for restore, REFINE_MODES for refine_mode
-    # (but not REFINE_MODES for refine): the constant is the name plus at most a short plural ending.
-    candidates += [n for n in dir(options_mod)
-                   if n.isupper() and n.startswith(stem) and len(n.rstrip("S")) - len(stem) <= 2]
-    for cname in candidates:
-        value = getattr(options_mod, cname, None)
-        if (isinstance(value, tuple) and value and all(isinstance(v, str) for v in value)
-                and (default is None or default in value)):
-            return value
-    return ()
-
-
 def option_specs(defaults: GenerateOptions | None = None) -> list:
     """One :class:`ControlSpec` per ``GenerateOptions`` field, in field order.
 
@@ -136,7 +83,8 @@ def option_specs(defaults: GenerateOptions | None = None) -> list:
     for f in dataclasses.fields(type(defaults)):
         default = getattr(defaults, f.name)
         base_default = f.default if f.default is not dataclasses.MISSING else default
-        hint = dict(HINTS.get(f.name, {}))
+        spec = options_mod.spec_of(f)
+        hint = _hint(spec) if spec is not None else {}
         label = hint.pop("label", f.name.replace("_", " ").capitalize())
         section = hint.pop("section", "Other")
         kind = hint.pop("kind", None)
@@ -154,8 +102,7 @@ def option_specs(defaults: GenerateOptions | None = None) -> list:
             elif isinstance(base_default, (tuple, list)):
                 kind = "tuple"
             else:
-                choices = _choices_for(f.name, base_default)
-                kind = "dropdown" if choices else "text"
+                kind = "text"
         specs.append(ControlSpec(name=f.name, kind=kind, default=default, label=label, section=section,
                                  choices=choices, integer=integer, optional=optional, **hint))
     return specs

@@ -1,0 +1,163 @@
+"""Issue 14: the option schema (sadtalker_ext.options) is the one declaration of every option.
+
+The CLI's flags (argparse's actions), the tab's controls (the real gradio Blocks) and the HTTP API's
+accepted keys must match it exactly: names, ranges, choices, defaults. Expected values are written here
+from the schema's declared meaning (what users were promised), not read back from the front ends.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from sadtalker_ext import options as O
+from sadtalker_ext.api import inputs
+from sadtalker_ext.cli.main import build_parser
+from sadtalker_ext.errors import OptionError
+
+
+def _generate_actions():
+    """{flag: action} of the ``generate`` command's option groups (the stages' argument groups)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    gen = sub.choices["generate"]
+    titles = set(O.STAGES.values())
+    return {opt: a for g in gen._action_groups if g.title in titles for a in g._group_actions
+            for opt in a.option_strings}
+
+
+def test_schema_declares_every_field_by_stage():
+    schema = O.schema()
+    assert list(schema) == [f.name for f in dataclasses.fields(O.GenerateOptions)]
+    stages = {s.stage for s in schema.values()}
+    assert stages == set(O.STAGES)
+    for group, stage in ((O.MotionOptions, "motion"), (O.LipsyncOptions, "lipsync"),
+                         (O.RefineOptions, "refine"), (O.OutputOptions, "output")):
+        assert {f.name for f in dataclasses.fields(group)} == {n for n, s in schema.items() if s.stage == stage}
+    # the drifts issue 14 names: one range for the lip-sync masks, the settings' precision = the options'
+    for name in ("mouth_mask_dilate", "face_mask_erode", "mask_blur"):
+        assert schema[name].range == (0.0, 256.0)
+    assert O.GenerateOptions().precision == "fp32"
+
+
+def test_cli_flags_match_the_schema_exactly():
+    actions = _generate_actions()
+    d = O.GenerateOptions()
+    expected = {}
+    for name, spec in O.schema().items():
+        flag = O.flag_of(name, spec)
+        if flag is not None:
+            expected[flag] = (name, spec)
+    extra = set(actions) - set(expected)
+    assert extra == set(), f"CLI flags not declared in the option schema: {sorted(extra)}"
+    assert set(expected) == set(actions)
+    for flag, (name, spec) in expected.items():
+        a = actions[flag]
+        default = getattr(d, name)
+        if isinstance(default, bool):
+            assert a.nargs == 0 and a.default is False, flag  # store_true; --no-blinks inverts
+            assert spec.invert == (default is True), flag
+            continue
+        if name == "language":
+            continue
+        want = list(default) if isinstance(default, tuple) else default
+        assert a.default == want, flag
+        if spec.choices and all(isinstance(c, str) for c in spec.choices):
+            assert tuple(a.choices) == spec.choices, flag
+        else:
+            assert a.choices is None, flag
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert a.type is type(default), flag
+    # the literal list that drifted: --refine-mode's choices are the schema's
+    assert tuple(actions["--refine-mode"].choices) == O.REFINE_MODES == ("every", "keyframes")
+
+
+def test_cli_values_reach_the_options():
+    from sadtalker_ext.cli.main import _options
+    args = build_parser().parse_args(["generate", "--image", "a.png", "--audio", "a.wav", "--out", "o.mp4",
+                                      "--no-blinks", "--pads", "1", "2", "3", "4", "--mask-blur", "100",
+                                      "--refine-mode", "every", "--lang", "ru"])
+    opts = _options(args)
+    assert opts.blinks is False and opts.pads == (1, 2, 3, 4) and opts.mask_blur == 100.0
+    assert opts.refine_mode == "every" and opts.language == "ru" and opts.still is False
+
+
+def _components_by_option(tmp_path):
+    from sadtalker_ext.host.base import LocalHost
+    from sadtalker_ext.ui import tab
+
+    tab.build_blocks(LocalHost(output_dir=tmp_path))
+    ui = tab._last_ui
+    return {s.name: c for s, c in zip(ui.specs, ui.option_components)}
+
+
+def _choices(component):
+    return [c[0] if isinstance(c, (tuple, list)) else c for c in component.choices]
+
+
+def test_tab_controls_match_the_schema_exactly(tmp_path):
+    comps = _components_by_option(tmp_path)
+    schema = O.schema()
+    assert list(comps) == list(schema)
+    d = O.GenerateOptions()
+    for name, spec in schema.items():
+        c = comps[name]
+        kind = type(c).__name__
+        if spec.range is not None and kind in ("Slider", "Number"):
+            assert c.minimum == spec.range[0], name
+            assert c.maximum == (spec.range[1] if spec.ui_max else None), name
+            assert c.value == getattr(d, name), name
+        if spec.step is not None:
+            assert kind == "Slider" and c.step == spec.step, name
+        if spec.range is not None and isinstance(getattr(d, name), (int, float)) \
+                and not isinstance(getattr(d, name), bool) and kind not in ("Slider", "Number", "Dropdown"):
+            pytest.fail(f"{name} has a range but a {kind} control")
+        if spec.choices or spec.suggestions:
+            assert kind == "Dropdown", name
+            shown = [x for x in _choices(c) if x != ""]
+            want = [str(x) for x in (spec.choices or spec.suggestions)]
+            assert shown[:len(want)] == want and set(shown) - set(want) <= {str(getattr(d, name))}, name
+            assert (c.value or None) == (None if getattr(d, name) is None else str(getattr(d, name))), name
+        if isinstance(getattr(d, name), bool):
+            assert kind == "Checkbox" and c.value == getattr(d, name), name
+    # the sliders that stopped at 64 while validate took 256
+    assert comps["mask_blur"].maximum == comps["face_mask_erode"].maximum == 256.0
+
+
+def test_api_accepts_exactly_the_schema_keys_that_are_not_server_paths():
+    schema = O.schema()
+    assert inputs.PATH_OPTIONS == {n for n, s in schema.items() if s.value == "path"} == {
+        "checkpoints", "ref_eyeblink", "ref_pose", "lipsync_debug", "sd_checkpoint"}
+    assert inputs.PATH_OR_DATA_OPTIONS == {"refine"}
+    accepted = {n for n in schema if not inputs.is_path_option(n)}
+    assert accepted == {n for n, s in schema.items() if s.value != "path"}
+    for name in accepted - {"refine"}:
+        opts = inputs.parse_options({name: getattr(O.GenerateOptions(), name)})
+        assert getattr(opts, name) == getattr(O.GenerateOptions(), name)
+    for name in inputs.PATH_OPTIONS:
+        with pytest.raises(OptionError, match="name files on the server"):
+            inputs.parse_options({name: "x"})
+    with pytest.raises(OptionError, match="unknown option"):
+        inputs.parse_options({"not_an_option": 1})
+
+
+@pytest.mark.parametrize("name", [n for n, s in O.schema().items() if s.range is not None and n not in ("fps", "pads")])
+def test_validate_uses_the_declared_range(name):
+    lo, hi = O.schema()[name].range
+    integer = isinstance(getattr(O.GenerateOptions(), name), int)
+    O.GenerateOptions(**{name: lo}).validate()
+    O.GenerateOptions(**{name: hi}).validate()
+    with pytest.raises(OptionError, match=f"--{name.replace('_', '-')} must be a number in {lo}..{hi}"):
+        O.GenerateOptions(**{name: hi + 1}).validate()
+    with pytest.raises(OptionError):
+        O.GenerateOptions(**{name: lo - (1 if integer else 0.5)}).validate()
+
+
+def test_host_settings_choices_are_the_options():
+    from sadtalker_ext.host import a1111
+    assert a1111.ENGINE_CHOICES == list(O.ENGINES)
+    assert a1111.PRECISION_CHOICES == list(O.PRECISIONS)
+    assert a1111.SETTINGS["talking_head_precision"][0] == O.GenerateOptions().precision
+    from sadtalker_ext.engines import sadtalker
+    assert set(sadtalker.PREPROCESS_MODES) == set(O.PREPROCESS)
