@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import errno
+
 import io
 import os
 import threading
@@ -246,3 +248,18 @@ def build_inputs(root: Path, astronaut: np.ndarray, arctic_wav: Path,
         torch.save([1, 2, 3], ck["not_state_dict"] / "wav2lip_gan.pth")
     return Inputs(root=root, images=im, audio=au, videos=videos, ckpt_dirs=ck, speech=speech, short=short)
 
+
+class FullDiskContainer:
+    """An output container whose ``mux`` fails with ENOSPC after ``budget`` packets."""
+
+    def __init__(self, real, budget):
+        self._real, self._budget = real, budget
+
+    def mux(self, packet):
+        if self._budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._budget -= 1
+        return self._real.mux(packet)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)

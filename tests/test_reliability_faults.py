@@ -41,7 +41,7 @@ from sadtalker_ext.jobs import run_job
 from sadtalker_ext.options import GenerateOptions
 from sadtalker_ext.pipeline import generate
 
-from test_reliability_common import (LITE, TALLY, check_video, leftovers, one_line, png_bytes,  # noqa: E402
+from test_reliability_common import (LITE, TALLY, FullDiskContainer as _FullDiskContainer, check_video, leftovers, one_line, png_bytes,  # noqa: E402
                                      summary, wav_bytes)  # noqa: F401  (summary: autouse)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,22 +204,6 @@ def test_host_interrupt(point, astronaut, speech, tmp_path):
 
 
 # ============================================================================ disk full
-class _FullDiskContainer:
-    """An output container whose ``mux`` fails with ENOSPC after ``budget`` packets."""
-
-    def __init__(self, real, budget):
-        self._real, self._budget = real, budget
-
-    def mux(self, packet):
-        if self._budget <= 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self._budget -= 1
-        return self._real.mux(packet)
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-
 @pytest.fixture
 def full_disk(monkeypatch):
     import av

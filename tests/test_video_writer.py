@@ -1,5 +1,4 @@
 """The MP4 writer's background mode (issue 16: encoding overlapped with rendering)."""
-import errno
 import threading
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 from sadtalker_ext.errors import OutputError
 from sadtalker_ext.io.probe import probe, read_frames
 from sadtalker_ext.io.video_writer import VideoWriter
+from test_reliability_common import FullDiskContainer  # noqa: E402
 
 
 def _frames(n, seed=0):
@@ -56,20 +56,7 @@ def test_an_encoding_error_in_the_thread_surfaces_and_leaves_no_file(tmp_path):
     out = tmp_path / "full.mp4"
     w = VideoWriter(out, (96, 64), 25, background=True)
 
-    class Full:  # the container's mux fails with ENOSPC after 3 packets (in the encoding thread)
-        def __init__(self, real):
-            self.real, self.budget = real, 3
-
-        def mux(self, pkt):
-            if self.budget <= 0:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            self.budget -= 1
-            return self.real.mux(pkt)
-
-        def __getattr__(self, name):
-            return getattr(self.real, name)
-
-    w.container = Full(w.container)
+    w.container = FullDiskContainer(w.container, budget=3)  # mux fails with ENOSPC in the encoding thread
     with pytest.raises(OutputError, match="disk full"):
         with w:
             for i in range(40):
