@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_reliability_common import LITE, png_bytes
@@ -388,9 +389,17 @@ def test_api_cancel_route_stops_only_the_named_request(live, portrait_b64, speec
     assert a["response"].status_code == 200, a["response"].text[:300]
     # a running job stops too, at its next chunk, and leaves no video; the id is free again afterwards
     videos = sorted(live.out.glob("*.mp4"))
-    tc, c = _generate_async(live.url, dict(body, options=dict(LITE, seed=7)), {"X-Talking-Head-Job": id_a})
+    # 24 s of speech, so the job surely still renders when the cancel arrives (4 s of lite at 256 px now takes
+    # about a second, and the cancel came too late for it)
+    import io as _io
+
+    import soundfile as sf
+    x, sr = sf.read(_io.BytesIO(base64.b64decode(speech_b64)), dtype="float32")
+    buf = _io.BytesIO()
+    sf.write(buf, np.tile(x, 6), sr, format="WAV")
+    long_body = dict(body, audio=base64.b64encode(buf.getvalue()).decode(), options=dict(LITE, seed=7))
+    tc, c = _generate_async(live.url, long_body, {"X-Talking-Head-Job": id_a})
     _wait_running(live.url)
-    time.sleep(0.5)
     assert httpx.post(f"{live.url}/talking-head/v1/generate/{id_a}/cancel", timeout=10).status_code == 200
     tc.join(120)
     assert c["response"].status_code == 499
