@@ -327,9 +327,10 @@ def test_job_queue_is_fifo_and_bounded():
     assert q.reserve() == 3
 
 
-def test_mounted_by_the_webui_with_api_auth(tmp_path, monkeypatch):
-    """on_app_started (scripts/talking_head.py) mounts the routes behind --api-auth."""
-    import runpy
+@pytest.fixture
+def webui_double(tmp_path, monkeypatch):
+    """The host double's ``modules`` on sys.path, a fresh adapter; yields (script_callbacks, shared, a1111) and
+    removes the double's modules afterwards."""
     import sys
 
     double = Path(__file__).resolve().parent / "host_double"
@@ -343,73 +344,68 @@ def test_mounted_by_the_webui_with_api_auth(tmp_path, monkeypatch):
         import sadtalker_ext.host.a1111 as a1111
         a1111._HOST = None
         script_callbacks.clear_callbacks()
-        shared.cmd_opts.api_auth = "user:pw"
-        runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "talking_head.py"))
-        app = fastapi.FastAPI()
-        script_callbacks.app_started_callback(None, app)
-        assert script_callbacks.double_errors == []
-        client = TestClient(app)
-        assert client.get("/talking-head/v1/models").status_code == 401
-        body = client.get("/talking-head/v1/models", auth=("user", "pw")).json()
-        assert str(Path(tmp_path) / "models" / "SadTalker") in body["search_dirs"]
-        assert api.mount(app, a1111.get_host()) is app._talking_head_api  # mounting twice is a no-op
+        yield script_callbacks, shared, a1111
     finally:
+        import sadtalker_ext.host.a1111 as a1111
         a1111._HOST = None
         for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
             del sys.modules[name]
 
 
-def test_webui_origin_check_honours_the_webuis_cors_flags_with_our_error_shape(tmp_path, monkeypatch):
+def _run_talking_head_script() -> None:
+    import runpy
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "talking_head.py"))
+
+
+def test_mounted_by_the_webui_with_api_auth(tmp_path, webui_double):
+    """on_app_started (scripts/talking_head.py) mounts the routes behind --api-auth."""
+    script_callbacks, shared, a1111 = webui_double
+    shared.cmd_opts.api_auth = "user:pw"
+    _run_talking_head_script()
+    app = fastapi.FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    assert script_callbacks.double_errors == []
+    client = TestClient(app)
+    assert client.get("/talking-head/v1/models").status_code == 401
+    body = client.get("/talking-head/v1/models", auth=("user", "pw")).json()
+    assert str(Path(tmp_path) / "models" / "SadTalker") in body["search_dirs"]
+    assert api.mount(app, a1111.get_host()) is app._talking_head_api  # mounting twice is a no-op
+
+
+def test_webui_origin_check_honours_the_webuis_cors_flags_with_our_error_shape(webui_double):
     """In the WebUI, origins its owner allowed with --cors-allow-origins / --cors-allow-origins-regex may call
     our routes too; any other origin gets 403 with our one-line body, not the host's HTTPException handler's
     (the app here has a double of A1111's handler, which adds "errors"/"body" and "error": "HTTPException")."""
-    import runpy
-    import sys
-
     from fastapi import HTTPException
     from fastapi.responses import JSONResponse
 
-    double = Path(__file__).resolve().parent / "host_double"
-    monkeypatch.setenv("HOST_DOUBLE_DATA_DIR", str(tmp_path))
-    for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(double))
-    try:
-        from modules import script_callbacks, shared
+    script_callbacks, shared, a1111 = webui_double
+    shared.cmd_opts.cors_allow_origins = "http://listed.example,https://Other.example"
+    shared.cmd_opts.cors_allow_origins_regex = r"https://.*\.trusted\.example"
+    shared.opts.talking_head_api_origins = "http://setting.example"
+    _run_talking_head_script()
+    app = fastapi.FastAPI()
 
-        import sadtalker_ext.host.a1111 as a1111
-        a1111._HOST = None
-        script_callbacks.clear_callbacks()
-        shared.cmd_opts.cors_allow_origins = "http://listed.example,https://Other.example"
-        shared.cmd_opts.cors_allow_origins_regex = r"https://.*\.trusted\.example"
-        shared.opts.talking_head_api_origins = "http://setting.example"
-        runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "talking_head.py"))
-        app = fastapi.FastAPI()
+    @app.exception_handler(HTTPException)   # what A1111's api_middleware registers
+    async def host_handler(request, e):
+        return JSONResponse({"error": type(e).__name__, "detail": e.detail, "body": "", "errors": str(e)},
+                            status_code=e.status_code)
+    script_callbacks.app_started_callback(None, app)
+    assert script_callbacks.double_errors == []
+    client = TestClient(app)
+    models = "/talking-head/v1/models"
 
-        @app.exception_handler(HTTPException)   # what A1111's api_middleware registers
-        async def host_handler(request, e):
-            return JSONResponse({"error": type(e).__name__, "detail": e.detail, "body": "", "errors": str(e)},
-                                status_code=e.status_code)
-        script_callbacks.app_started_callback(None, app)
-        assert script_callbacks.double_errors == []
-        client = TestClient(app)
-        models = "/talking-head/v1/models"
-
-        def status(origin):
-            return client.get(models, headers={"Origin": origin}).status_code
-        assert [status(o) for o in ("http://listed.example", "https://other.example", "http://setting.example",
-                                    "https://a.trusted.example", "http://testserver")] == [200] * 5
-        for origin in ("http://evil.example", "https://trusted.example.evil.example", "http://a.trusted.example"):
-            r = client.get(models, headers={"Origin": origin})
-            assert r.status_code == 403, origin
-            assert set(r.json()) == {"detail", "error"} and r.json()["error"] == "CrossOriginRefused"
-            assert "\n" not in r.json()["detail"] and "--cors-allow-origins" in r.json()["detail"]
-        r = client.post(URL, json={}, headers={"Origin": "http://evil.example"})   # before any body parsing
-        assert r.status_code == 403 and r.json()["error"] == "CrossOriginRefused"
-    finally:
-        a1111._HOST = None
-        for name in [n for n in sys.modules if n == "modules" or n.startswith("modules.")]:
-            del sys.modules[name]
+    def status(origin):
+        return client.get(models, headers={"Origin": origin}).status_code
+    assert [status(o) for o in ("http://listed.example", "https://other.example", "http://setting.example",
+                                "https://a.trusted.example", "http://testserver")] == [200] * 5
+    for origin in ("http://evil.example", "https://trusted.example.evil.example", "http://a.trusted.example"):
+        r = client.get(models, headers={"Origin": origin})
+        assert r.status_code == 403, origin
+        assert set(r.json()) == {"detail", "error"} and r.json()["error"] == "CrossOriginRefused"
+        assert "\n" not in r.json()["detail"] and "--cors-allow-origins" in r.json()["detail"]
+    r = client.post(URL, json={}, headers={"Origin": "http://evil.example"})   # before any body parsing
+    assert r.status_code == 403 and r.json()["error"] == "CrossOriginRefused"
 
 
 def test_openapi_schema_builds(tmp_path):
