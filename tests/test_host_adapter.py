@@ -23,6 +23,7 @@ from sadtalker_ext.engines.base import FrameChunk
 from sadtalker_ext.errors import GenerationInterrupted, InputError
 from sadtalker_ext.host.base import Img2ImgRequest
 from sadtalker_ext.options import GenerateOptions
+from sadtalker_ext.refine.params import RefineParams
 
 REPO = Path(__file__).resolve().parents[1]
 DOUBLE = REPO / "tests" / "host_double"
@@ -308,9 +309,10 @@ def test_img2img_passes_the_webui_arguments(webui):
     images = _frames()
     mask = np.zeros((3, 60, 68), np.uint8)
     mask[:, 20:40, 10:50] = 255
-    req = Img2ImgRequest(images=images, prompt="portrait of an astronaut", negative_prompt="blurry",
-                         denoising_strength=0.35, cfg_scale=5.5, steps=12, sampler="DPM++ 2M", seed=1234,
-                         mask=mask, mask_blur=6, inpaint_full_res_padding=40)
+    req = Img2ImgRequest(images=images, mask=mask,
+                         params=RefineParams(prompt="portrait of an astronaut", negative_prompt="blurry",
+                                             denoising_strength=0.35, cfg_scale=5.5, steps=12, sampler="DPM++ 2M",
+                                             seed=1234, mask_blur=6, padding=40))
     out = a1111.get_host().img2img(req)
     assert len(processing.double_calls) == 1  # same mask: one batch
     p = processing.double_calls[0]
@@ -344,7 +346,7 @@ def test_img2img_batches_masks_results_and_interrupt(webui):
     for i in range(5):
         masks[i, 10 + i:30 + i, 10:30] = 255
     shared.opts.return_mask = True  # the WebUI then interleaves the masks with the results
-    out = host.img2img(Img2ImgRequest(images=images, mask=masks, seed=-1, extra={"max_batch": 2}))
+    out = host.img2img(Img2ImgRequest(images=images, mask=masks, params=RefineParams(seed=-1), max_batch=2))
     assert len(processing.double_calls) == 5  # a different mask per frame: one call each
     seeds = {p.seed[0] for p in processing.double_calls}
     assert len(seeds) == 1  # seed -1: one random seed shared by all frames
@@ -354,7 +356,7 @@ def test_img2img_batches_masks_results_and_interrupt(webui):
         assert np.array_equal(out[i][~inside], images[i][~inside])
 
     processing.double_calls.clear()
-    out = host.img2img(Img2ImgRequest(images=images, extra={"max_batch": 2, "inpaint_full_res": False}))
+    out = host.img2img(Img2ImgRequest(images=images, max_batch=2, inpaint_full_res=False))
     assert [p.batch_size for p in processing.double_calls] == [2, 2, 1]
     assert out.shape == images.shape  # resized back from 72x64
     with pytest.raises(InputError):
@@ -855,9 +857,9 @@ def test_img2img_pieces_keep_job_no_within_job_count(webui, astronaut, monkeypat
     with host.job("talking-head", 4):
         for index, (mask, max_batch) in enumerate(calls):
             starts.append(len(seen))
-            host.img2img(Img2ImgRequest(images=images, mask=mask, steps=3, seed=1,
-                                        extra={"max_batch": max_batch, "call_index": index, "calls_total": 3,
-                                               "status": f"refine (img2img): call {index + 1}/3"}))
+            host.img2img(Img2ImgRequest(images=images, mask=mask, params=RefineParams(steps=3, seed=1),
+                                        max_batch=max_batch, call_index=index, calls_total=3,
+                                        status=f"refine (img2img): call {index + 1}/3"))
             assert state.textinfo == f"Talking Head: refine (img2img): call {index + 1}/3"
         seen.append((state.job_no, state.job_count, state.double_progress(), api_progress(state)[1]))
     assert len(seen) == 4 * (4 + 2 + 1) + 1

@@ -46,13 +46,9 @@ LAYERS = [
     ("entry", {"__main__"}),
 ]
 
-#: (importing module, imported module) pairs still running up, each with the work that removes it.
-KNOWN = {
-    # branch `schema` (issue 14 step 3): the refinement's parameters declared once, the host's img2img
-    # request built from them; then refine no longer imports the Host protocol
-    ("sadtalker_ext.refine.backends", "sadtalker_ext.host.base"),
-    ("sadtalker_ext.refine.stage", "sadtalker_ext.host.base"),
-}
+#: (importing module, imported module) pairs still running up, each with the work that removes it: none
+#: (the last, refine -> host.base, went when Img2ImgRequest moved to refine/params.py).
+KNOWN: set = set()
 
 _RANK = {}
 for _i, (_name, _parts) in enumerate(LAYERS):

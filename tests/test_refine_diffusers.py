@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from sadtalker_ext.errors import CheckpointError, OptionError  # noqa: E402
 from sadtalker_ext.host.base import Img2ImgRequest, LocalHost  # noqa: E402
 from sadtalker_ext.refine.backends import DiffusersBackend, HostBackend  # noqa: E402
-from sadtalker_ext.refine.keyframes import Keyframe, KeyframeSchedule  # noqa: E402
+from sadtalker_ext.refine.keyframes import Keyframe, KeyframeSchedule, RefineParams  # noqa: E402
 from sadtalker_ext.refine.stage import RefineStage  # noqa: E402
 from sadtalker_ext.refine.testing import TINY_NATIVE_SIZE, build_tiny_pipeline  # noqa: E402
 
@@ -86,7 +86,7 @@ def test_stage_end_to_end_on_8_frames(backend, clip8, mode):
     out = np.concatenate([c.frames for c in out_chunks])
     assert out.shape == frames.shape and out.dtype == np.uint8
     # every: batches [0-3] [4-6] [7] (none straddles the keyframe at 7); keyframes: frames 0 and 7
-    assert [r.extra["frame_indices"] for r, _ in counting.calls] == \
+    assert [r.frame_indices for r, _ in counting.calls] == \
         ([[0, 1, 2, 3], [4, 5, 6], [7]] if mode == "every" else [[0], [7]])
     regions = soft_masks(stage, frames, lms)
     for f_in, f_out, reg in zip(frames, out, regions):
@@ -99,25 +99,25 @@ def test_stage_end_to_end_on_8_frames(backend, clip8, mode):
 def test_same_seed_same_noise_and_determinism(backend):
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (TINY_NATIVE_SIZE, TINY_NATIVE_SIZE, 3), dtype=np.uint8)
-    req = Img2ImgRequest(images=np.stack([img, img, img]), prompt="a face", denoising_strength=0.7, steps=4,
-                         cfg_scale=4.0, seed=5, mask=None, extra={"seeds": [5, 5, 6]})
+    req = Img2ImgRequest(images=np.stack([img, img, img]), mask=None, seeds=[5, 5, 6],
+                         params=RefineParams(prompt="a face", denoising_strength=0.7, steps=4, cfg_scale=4.0, seed=5))
     out = backend(req)
     np.testing.assert_array_equal(out[0], out[1])          # same seed -> same initial noise -> same result
     assert np.abs(out[0].astype(int) - out[2]).mean() > 0.5
     again = backend(req)
     np.testing.assert_array_equal(out, again)              # repeatable
-    masked = Img2ImgRequest(images=np.stack([img, img]), prompt="a face", denoising_strength=0.7, steps=4,
-                            seed=5, mask=np.full((2, TINY_NATIVE_SIZE, TINY_NATIVE_SIZE), 255, np.uint8),
-                            sampler="DDIM")
+    masked = Img2ImgRequest(images=np.stack([img, img]),
+                            mask=np.full((2, TINY_NATIVE_SIZE, TINY_NATIVE_SIZE), 255, np.uint8),
+                            params=RefineParams(prompt="a face", denoising_strength=0.7, steps=4, seed=5, sampler="DDIM"))
     m_out = backend(masked)                                 # the inpaint pipeline, sharing the components
     assert m_out.shape == (2, TINY_NATIVE_SIZE, TINY_NATIVE_SIZE, 3)
     np.testing.assert_array_equal(m_out[0], m_out[1])
-    zero = Img2ImgRequest(images=img[None], denoising_strength=0.0)
+    zero = Img2ImgRequest(images=img[None], params=RefineParams(denoising_strength=0.0))
     np.testing.assert_array_equal(backend(zero), img[None])
-    tiny_strength = Img2ImgRequest(images=img[None], denoising_strength=0.05, steps=4, seed=1)
+    tiny_strength = Img2ImgRequest(images=img[None], params=RefineParams(denoising_strength=0.05, steps=4, seed=1))
     assert backend(tiny_strength).shape == (1, TINY_NATIVE_SIZE, TINY_NATIVE_SIZE, 3)  # steps raised to 20
     with pytest.raises(OptionError, match="sampler 'Restart'"):
-        backend(Img2ImgRequest(images=img[None], sampler="Restart"))
+        backend(Img2ImgRequest(images=img[None], params=RefineParams(sampler="Restart")))
 
 
 def test_backend_plugs_into_local_host_and_checks_samplers(backend, clip8):

@@ -152,16 +152,16 @@ def test_every_mode_one_call_per_batch_and_exact_outside_mask(clip):
     stage = RefineStage(sched, rec, seed=3)
     out, chunks = run(stage, frames, lms)
     # batches never straddle the keyframe at 6: [0-3] [4-5] [6-9] [10-12]
-    assert [r.extra["frame_indices"] for r in rec.requests] == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11, 12]]
+    assert [r.frame_indices for r in rec.requests] == [[0, 1, 2, 3], [4, 5], [6, 7, 8, 9], [10, 11, 12]]
     assert stage.stats.sd_calls == 4 and stage.stats.sd_frames == 13
     # a batch uses the parameters of its first frame
-    assert [r.denoising_strength for r in rec.requests] == pytest.approx([0.2, 0.2 + 0.6 * 4 / 6, 0.8, 0.8])
+    assert [r.params.denoising_strength for r in rec.requests] == pytest.approx([0.2, 0.2 + 0.6 * 4 / 6, 0.8, 0.8])
     for r in rec.requests:
         n = len(r.images)
         assert r.images.shape == (n, NATIVE, NATIVE, 3) and r.mask.shape == (n, NATIVE, NATIVE)
-        assert set(np.unique(r.mask)) <= {0, 255} and r.extra["width"] == r.extra["height"] == NATIVE
-        assert r.extra["seeds"] == [r.seed] * n and r.extra["inpaint_full_res"] is False
-    assert len({r.seed for r in rec.requests}) == 1          # seed -1: one seed for the whole run
+        assert set(np.unique(r.mask)) <= {0, 255} and r.width == r.height == NATIVE
+        assert r.seeds == [r.params.seed] * n and r.inpaint_full_res is False
+    assert len({r.params.seed for r in rec.requests}) == 1          # seed -1: one seed for the whole run
     regions = soft_masks(stage, frames, lms)
     for f_in, f_out, reg in zip(frames, out, regions):
         outside = reg.soft == 0
@@ -175,13 +175,13 @@ def test_every_mode_seed_and_noise_options(clip):
     rec = Recorder()
     sched = KeyframeSchedule([Keyframe(frame=0, seed=1000)], mode="every", batch_size=3, same_noise=False).validate()
     run(RefineStage(sched, rec), frames, lms)
-    assert [r.extra["seeds"] for r in rec.requests] == [[1000, 1001, 1002], [1003, 1004, 1005]]
+    assert [r.seeds for r in rec.requests] == [[1000, 1001, 1002], [1003, 1004, 1005]]
     # seed -1 is drawn from options.seed: same options, same seed; another seed, another draw
     seeds = []
     for s in (5, 5, 6):
         rec = Recorder()
         run(RefineStage(KeyframeSchedule(mode="every", batch_size=6), rec, seed=s), frames, lms)
-        seeds.append(rec.requests[0].seed)
+        seeds.append(rec.requests[0].params.seed)
     assert seeds[0] == seeds[1] != seeds[2] and 0 <= seeds[0] < 2 ** 32
 
 
@@ -191,7 +191,7 @@ def test_frames_without_face_pass_through(clip):
     rec = Recorder()
     stage = RefineStage(KeyframeSchedule(mode="every", batch_size=8).validate(), rec)
     out, _ = run(stage, frames, lms, size=3)
-    assert rec.requests[0].extra["frame_indices"] == [0, 1, 3, 4, 6, 7]
+    assert rec.requests[0].frame_indices == [0, 1, 3, 4, 6, 7]
     np.testing.assert_array_equal(out[[2, 5]], frames[[2, 5]])
     assert stage.stats.passed_frames == 2
 
@@ -243,7 +243,7 @@ def test_keyframes_mode_one_call_per_keyframe_and_exact_outside_mask(clip):
                               Keyframe(frame=100, denoising_strength=0.9)], mode="keyframes").validate()
     stage = RefineStage(sched, rec)
     out, chunks = run(stage, frames, lms)
-    assert [r.extra["frame_indices"] for r in rec.requests] == [[5], [15], [23]]   # the one past the end: none
+    assert [r.frame_indices for r in rec.requests] == [[5], [15], [23]]   # the one past the end: none
     assert stage.stats.sd_calls == 3 and stage.stats.carried_frames == 21 and stage.stats.keyframes_beyond_end == 1
     regions = soft_masks(stage, frames, lms)
     for i, (f_in, f_out, reg) in enumerate(zip(frames, out, regions)):
@@ -349,11 +349,12 @@ def test_host_backend_arguments(clip):
     assert len(host.calls) == 2
     for req in host.calls:
         assert req.images.shape == (3, 96, 96, 3) and req.images.dtype == np.uint8
-        assert req.denoising_strength == 0.45 and req.seed == 77 and req.extra["seeds"] == [77] * 3
-        assert req.inpaint_full_res_padding == 24 and req.mask_blur == 5 and req.cfg_scale == 6.5
-        assert req.steps == 12 and req.sampler == "DPM++ 2M Karras"
-        assert req.prompt == "sharp portrait" and req.negative_prompt == "blur"
-        assert req.extra["width"] == req.extra["height"] == 96 and req.extra["inpainting_fill"] == 1
+        p = req.params
+        assert p.denoising_strength == 0.45 and p.seed == 77 and req.seeds == [77] * 3
+        assert p.padding == 24 and p.mask_blur == 5 and p.cfg_scale == 6.5
+        assert p.steps == 12 and p.sampler == "DPM++ 2M Karras"
+        assert p.prompt == "sharp portrait" and p.negative_prompt == "blur"
+        assert req.width == req.height == 96 and req.inpainting_fill == 1
         # one mask for the whole call (the union), so that the WebUI can batch the images
         assert req.mask.shape == (3, 96, 96) and all(np.array_equal(req.mask[0], m) for m in req.mask)
         assert 0.2 < (req.mask > 0).mean() < 0.9
@@ -550,7 +551,7 @@ def test_refinement_size_follows_the_video(clip, mask, size, expect):
     run(RefineStage(sched, rec), frames[:5], lms[:5])
     assert len(rec.requests) == 1
     assert rec.requests[0].images.shape[1:3] == expect[::-1]
-    assert (rec.requests[0].extra["width"], rec.requests[0].extra["height"]) == expect
+    assert (rec.requests[0].width, rec.requests[0].height) == expect
 
 
 def test_refinement_size_auto_for_a_face_crop(clip):

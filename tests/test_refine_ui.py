@@ -104,7 +104,7 @@ def test_preview_frame_through_a_host_double(astronaut):
     host = FakeHost(native=64)
     s = KeyframeSchedule([Keyframe(time=0, denoising_strength=0.2), Keyframe(time=1, denoising_strength=0.6)])
     out = preview_frame(s, astronaut, 0.5, host=host)
-    assert len(host.calls) == 1 and host.calls[0].denoising_strength == pytest.approx(0.2 + 0.4 * 12 / 25)  # frame 12
+    assert len(host.calls) == 1 and host.calls[0].params.denoising_strength == pytest.approx(0.2 + 0.4 * 12 / 25)  # frame 12
     changed = np.any(out != astronaut, axis=2)
     assert 0.005 < changed.mean() < 0.1                     # the face only
     from sadtalker_ext.errors import InputError, NoFaceError

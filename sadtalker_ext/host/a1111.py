@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import GenerationInterrupted, InputError, TalkingHeadError
 from ..models.cache import MODELS, free_cuda_cache
 from ..options import ENGINES, PRECISIONS, GenerateOptions
-from .base import Img2ImgRequest
+from ..refine.params import Img2ImgRequest
 
 log = logging.getLogger(__name__)
 
@@ -343,13 +343,13 @@ class A1111Host:
     def img2img(self, request: Img2ImgRequest) -> np.ndarray:
         """img2img/inpainting of ``request.images`` with the WebUI's loaded model.
 
-        Every image of a call gets the same seed (``request.seed``, or one random seed for the
+        Every image of a call gets the same seed (``request.params.seed``, or one random seed for the
         call when -1) so that consecutive video frames are repainted alike. Images that share a
-        mask (or have none) are batched, ``request.extra["max_batch"]`` (default 4) at a time.
-        ``request.extra`` may also set ``width``/``height`` (processing size; default: the image
-        size rounded up to a multiple of 8), ``scheduler``, ``inpaint_full_res`` (default True: only
-        the masked area, with ``inpaint_full_res_padding``), ``inpainting_fill`` (default 1:
-        original), ``resize_mode`` (0) and ``restore_faces`` (False).
+        mask (or have none) are batched, ``request.max_batch`` (default 4) at a time. The request's
+        ``width``/``height`` set the processing size (default: the image size rounded up to a multiple
+        of 8); ``scheduler``, ``inpaint_full_res`` (default True: only the masked area, with
+        ``params.padding``), ``inpainting_fill`` (default 1: original), ``resize_mode`` (0) and
+        ``restore_faces`` (False) are passed on.
 
         Call this inside :meth:`job` (it does not take the queue lock itself). Returns uint8 RGB
         [n, H, W, 3] at the input size. Raises InputError for malformed arrays and
@@ -373,34 +373,34 @@ class A1111Host:
             if masks.shape != (n, h, w):
                 raise InputError(f"img2img mask must be [n, H, W] = {(n, h, w)}, got {masks.shape}")
             masks = masks.astype(np.uint8)
-        extra = dict(request.extra or {})
-        width = int(extra.get("width") or _round8(w))
-        height = int(extra.get("height") or _round8(h))
-        seed = int(request.seed) if request.seed is not None and int(request.seed) >= 0 \
+        params = request.params
+        width = int(request.width or _round8(w))
+        height = int(request.height or _round8(h))
+        seed = int(params.seed) if params.seed is not None and int(params.seed) >= 0 \
             else random.randrange(4294967294)
-        max_batch = max(1, int(extra.get("max_batch", 4)))
-        scheduler = _scheduler_argument(processing, extra.get("scheduler"))
+        max_batch = max(1, int(request.max_batch))
+        scheduler = _scheduler_argument(processing, request.scheduler)
         out = np.empty_like(images)
         outdir = (getattr(shared.opts, "outdir_samples", "") or getattr(shared.opts, "outdir_img2img_samples", "")
                   or str(self.output_dir()))
         pieces = [group[start:start + max_batch] for group in self._mask_groups(masks, n)
                   for start in range(0, len(group), max_batch)]
         for piece, idx in enumerate(pieces):
-            self._start_img2img_piece(shared.state, extra, piece, len(pieces))
+            self._start_img2img_piece(shared.state, request, piece, len(pieces))
             mask_img = None if masks is None else Image.fromarray(masks[idx[0]], mode="L")
             p = processing.StableDiffusionProcessingImg2Img(
                 sd_model=shared.sd_model, outpath_samples=outdir, outpath_grids=outdir,
-                prompt=request.prompt, negative_prompt=request.negative_prompt,
-                seed=[seed] * len(idx), sampler_name=request.sampler, **scheduler,
-                batch_size=len(idx), n_iter=1, steps=int(request.steps), cfg_scale=float(request.cfg_scale),
-                width=width, height=height, restore_faces=bool(extra.get("restore_faces", False)),
+                prompt=params.prompt, negative_prompt=params.negative_prompt,
+                seed=[seed] * len(idx), sampler_name=params.sampler, **scheduler,
+                batch_size=len(idx), n_iter=1, steps=int(params.steps), cfg_scale=float(params.cfg_scale),
+                width=width, height=height, restore_faces=bool(request.restore_faces),
                 tiling=False, do_not_save_samples=True, do_not_save_grid=True,
-                denoising_strength=float(request.denoising_strength),
+                denoising_strength=float(params.denoising_strength),
                 init_images=[Image.fromarray(images[i]) for i in idx],
-                resize_mode=int(extra.get("resize_mode", 0)), mask=mask_img,
-                mask_blur=int(request.mask_blur), inpainting_fill=int(extra.get("inpainting_fill", 1)),
-                inpaint_full_res=bool(extra.get("inpaint_full_res", True)),
-                inpaint_full_res_padding=int(request.inpaint_full_res_padding),
+                resize_mode=int(request.resize_mode), mask=mask_img,
+                mask_blur=int(params.mask_blur), inpainting_fill=int(request.inpainting_fill),
+                inpaint_full_res=bool(request.inpaint_full_res),
+                inpaint_full_res_padding=int(params.padding),
             )
             try:
                 processed = processing.process_images(p)
@@ -414,7 +414,7 @@ class A1111Host:
                 if image.size != (w, h):
                     image = image.resize((w, h), Image.LANCZOS)
                 out[i] = np.asarray(image)
-        if "calls_total" in extra:
+        if request.calls_total is not None:
             self._set_preview(shared.state, out[0])  # the host's live image: the crop just refined
         return out
 
@@ -437,30 +437,30 @@ class A1111Host:
                 return base, jobs
             jobs += 1
 
-    def _start_img2img_piece(self, state, extra: dict, piece: int, pieces: int) -> None:
+    def _start_img2img_piece(self, state, request: Img2ImgRequest, piece: int, pieces: int) -> None:
         """Keep ``shared.state`` coherent over the refinement's many ``process_images`` calls.
 
         The WebUI's progress APIs read ``(job_no + sampling_step / sampling_steps) / job_count`` and every
-        ``process_images`` ends with ``state.nextjob()`` (job_no + 1). Call i (``extra``: ``call_index``,
+        ``process_images`` ends with ``state.nextjob()`` (job_no + 1). Call i (the request's ``call_index``,
         ``calls_total``) is job base + i of K (:meth:`_refine_jobs`, fixed at the run's first call) and
         runs ``pieces`` = m ``process_images`` (one per mask group and batch), so before piece k:
         job_count = K * m, job_no = (base + i) * m + k. Progress is then (base + i + (k + step / steps)
         / m) / K: job_no <= job_count, at each call's start exactly (base + i) / K whatever m is (never
         decreasing), at most 0.98 (the API's ETA stays >= 0). No-op outside a refinement (no
         ``calls_total``)."""
-        if "calls_total" not in extra:
+        if request.calls_total is None:
             return
-        index = max(0, int(extra.get("call_index", 0)))
+        index = max(0, int(request.call_index))
         if not self._refining:
-            self._refine_scale = self._refine_jobs(state, max(int(extra["calls_total"]), index + 1))
+            self._refine_scale = self._refine_jobs(state, max(int(request.calls_total), index + 1))
         base, jobs = self._refine_scale
         call = min(base + index, jobs - 1)  # more calls than planned: the bar waits at its last step
         state.job_count = jobs * pieces
         state.job_no = call * pieces + piece
         state.sampling_step = 0
         self._refining = True
-        if extra.get("status"):
-            state.textinfo = f"{TAB_TITLE}: {extra['status']}"
+        if request.status:
+            state.textinfo = f"{TAB_TITLE}: {request.status}"
 
     @staticmethod
     def _mask_groups(masks: Optional[np.ndarray], n: int) -> List[List[int]]:

@@ -8,34 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
+from ..refine.params import Img2ImgRequest  # the request type lives below the refinement stage
 
-@dataclass
-class Img2ImgRequest:
-    """One img2img call on a batch of same-size images (used by the refinement stage).
-
-    images: uint8 RGB [n, H, W, 3]; mask: uint8 [n, H, W] (255 = repaint) or None for the whole image.
-    denoising_strength in [0, 1]; cfg_scale; steps; sampler name; seed (-1 = random);
-    mask_blur and inpaint_full_res_padding in pixels.
-    """
-
-    images: np.ndarray
-    prompt: str = ""
-    negative_prompt: str = ""
-    denoising_strength: float = 0.3
-    cfg_scale: float = 7.0
-    steps: int = 20
-    sampler: str = "Euler a"
-    seed: int = -1
-    mask: np.ndarray | None = None
-    mask_blur: int = 4
-    inpaint_full_res_padding: int = 32
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Host", "LocalHost", "Img2ImgRequest"]
 
 
 class Host(Protocol):
@@ -118,6 +98,10 @@ class LocalHost:
             finally:
                 self.state.update(job="")
                 self._interrupt.clear()
+
+    def can_img2img(self) -> bool:
+        """Whether this host was given an img2img backend."""
+        return self._img2img is not None
 
     def img2img(self, request: Img2ImgRequest) -> np.ndarray:
         if self._img2img is None:

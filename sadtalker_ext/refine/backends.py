@@ -2,25 +2,24 @@
 
 A backend is a callable ``backend(request: Img2ImgRequest) -> uint8 [n, H, W, 3]`` with a
 ``name`` and a ``native_size()`` (the model's native resolution in pixels, e.g. 512 for SD 1.x).
-Every backend is also a valid ``img2img_backend`` of :class:`~sadtalker_ext.host.base.LocalHost`.
+Every backend is also a valid ``img2img_backend`` of the standalone host (``host.base.LocalHost``).
 
-What the refinement stage sends (the contract a host adapter implements):
+What the refinement stage sends (the contract a host adapter implements; :class:`~.params.Img2ImgRequest`):
 
 * ``images``: uint8 RGB ``[n, H, W, 3]`` - face crops already cut around the mask with
-  ``inpaint_full_res_padding`` px of context and resized to the native size (``H = W =
-  native_size()`` for the face/mouth masks; the frame's aspect with the long side native for the
-  "full" mask), so the host should run plain masked img2img on them **without** its own
-  "only masked" cropping (``extra["inpaint_full_res"]`` is False);
+  ``params.padding`` px of context and resized to the native size (``H = W = native_size()`` for
+  the face/mouth masks; the frame's aspect with the long side native for the "full" mask), so the
+  host should run plain masked img2img on them **without** its own "only masked" cropping
+  (``inpaint_full_res`` is False);
 * ``mask``: uint8 ``[n, H, W]``, 255 = repaint, one mask per image; None for the "full" mask.
   A backend whose ``per_image_masks`` is False (:class:`HostBackend`: A1111 takes one mask per
   ``process_images`` call) gets the union of the batch's masks repeated, so the host can batch
   the images; the stage pastes back with each frame's own feathered mask anyway;
-* ``seed`` and ``extra["seeds"]``: one seed per image (all equal by default: the same seed and
-  initial noise for every frame); ``extra["width"]``, ``extra["height"]``: the image size;
-  ``extra["frame_indices"]``: video frame of each image; ``extra["inpainting_fill"]``: 1
-  (A1111's "original");
-* ``denoising_strength``, ``cfg_scale``, ``steps``, ``sampler``, ``prompt``, ``negative_prompt``,
-  ``mask_blur``, ``inpaint_full_res_padding`` as scheduled for the batch's first frame.
+* ``seeds``: one seed per image (all equal by default: the same seed and initial noise for every
+  frame; ``params.seed`` is the first); ``width``, ``height``: the image size; ``frame_indices``:
+  video frame of each image; ``inpainting_fill``: 1 (A1111's "original");
+* ``params``: the :class:`~.params.RefineParams` scheduled for the batch's first frame (prompts,
+  strength, CFG, steps, sampler, mask blur, padding).
 
 Backends here: :class:`HostBackend` (the host's own loaded model through ``Host.img2img``; the
 WebUI adapter maps it to ``StableDiffusionProcessingImg2Img`` + ``process_images``, which respect
@@ -42,8 +41,8 @@ from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 import numpy as np
 
 from ..errors import CheckpointError, DependencyError, InputError, OptionError, TalkingHeadError
-from ..host.base import Img2ImgRequest
 from ..models.cache import MODELS, resolve_device, resolve_dtype
+from .params import Img2ImgRequest
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +79,14 @@ def check_output(images: Any, request: Img2ImgRequest, who: str) -> np.ndarray:
 
 
 def host_can_img2img(host: Any) -> bool:
-    """Whether ``host`` can run img2img: its ``can_img2img`` (attribute or method) when it has one;
-    for :class:`~sadtalker_ext.host.base.LocalHost`, whether it was given an img2img backend;
-    otherwise True (a WebUI host has a model loaded)."""
+    """Whether ``host`` can run img2img: its ``can_img2img`` (attribute or method) when it has one
+    (the standalone ``LocalHost``: whether it was given an img2img backend); otherwise whether it
+    has an ``img2img`` (a WebUI host has a model loaded)."""
     if host is None:
         return False
     probe = getattr(host, "can_img2img", None)
     if probe is not None:
         return bool(probe() if callable(probe) else probe)
-    from ..host.base import LocalHost
-    if isinstance(host, LocalHost):
-        return getattr(host, "_img2img", None) is not None
     return callable(getattr(host, "img2img", None))
 
 
@@ -317,23 +313,24 @@ class DiffusersBackend:
         if imgs.ndim != 4 or imgs.shape[-1] != 3 or imgs.dtype != np.uint8:
             raise InputError(f"img2img images must be uint8 [n, H, W, 3], got {imgs.dtype} {list(imgs.shape)}")
         n, h, w = imgs.shape[:3]
-        strength = float(request.denoising_strength)
+        params = request.params
+        strength = float(params.denoising_strength)
         if strength <= 0.0:
             return imgs.copy()
-        steps = int(request.steps)
+        steps = int(params.steps)
         if steps * strength < 1.0:
             steps = int(math.ceil(1.0 / strength))
         masked = request.mask is not None
         pipe = self._pipe(masked)
-        pipe.scheduler = self._scheduler(pipe, request.sampler)
-        seeds = list(request.extra.get("seeds") or [request.seed] * n)
+        pipe.scheduler = self._scheduler(pipe, params.sampler)
+        seeds = list(request.seeds or [params.seed] * n)
         if len(seeds) != n:
             raise InputError(f"img2img got {len(seeds)} seeds for {n} images")
         gens = [torch.Generator("cpu").manual_seed(int(s) % (2 ** 63)) for s in seeds]
         kwargs: Dict[str, Any] = dict(
-            prompt=[request.prompt] * n, negative_prompt=[request.negative_prompt] * n,
+            prompt=[params.prompt] * n, negative_prompt=[params.negative_prompt] * n,
             image=[Image.fromarray(im) for im in imgs], strength=strength, num_inference_steps=steps,
-            guidance_scale=float(request.cfg_scale), generator=gens, output_type="np")
+            guidance_scale=float(params.cfg_scale), generator=gens, output_type="np")
         if pipe is not self._img2img:
             mask = request.mask if masked else np.full((n, h, w), 255, np.uint8)
             mask = np.asarray(mask)

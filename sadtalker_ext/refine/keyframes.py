@@ -1,7 +1,8 @@
 """Keyframe schedule of the img2img refinement: which SD parameters apply at which video frame.
 
 A :class:`KeyframeSchedule` holds :class:`Keyframe` s placed at a time (seconds) or a frame index;
-each keyframe sets any subset of the refinement parameters (:class:`RefineParams`):
+each keyframe sets any subset of the refinement parameters (:class:`RefineParams`, declared once in
+:mod:`.params`; tests/test_refine_params.py checks this table against that declaration):
 
 ============================  =======  ============  ====================================
 field                         type     range         between keyframes (default)
@@ -64,14 +65,16 @@ import bisect
 import json
 import math
 import os
-import reprlib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError, OptionError
+from ..options import REFINE_MODES as MODES
+from .params import (FIELD_SPECS, MASKS, NUMERIC_FIELDS, TEXT_FIELDS, FieldSpec, RefineParams, check_value,
+                     optional_param_fields, real as _real, short as _short)
 
 __all__ = [
     "MASKS", "INTERPOLATIONS", "MODES", "FLOWS", "SIZE_NAMES", "SIZE_RANGE", "FIELD_SPECS", "NUMERIC_FIELDS", "TEXT_FIELDS",
@@ -79,9 +82,7 @@ __all__ = [
     "prompt_from_infotext", "portrait_prompt",
 ]
 
-MASKS = ("face", "mouth", "full")
 INTERPOLATIONS = ("linear", "hold", "ease")
-MODES = ("every", "keyframes")
 FLOWS = ("dis", "farneback")
 #: The schedule's ``size`` by name (see :class:`KeyframeSchedule`), or whole pixels in SIZE_RANGE (inclusive).
 SIZE_NAMES = ("auto", "native")
@@ -92,28 +93,6 @@ MAX_TIME_S = 24 * 3600.0
 MAX_FRAME = int(MAX_TIME_S * 120)
 #: Deepest nesting of lists/objects a keyframes JSON may have (a schedule needs 4).
 MAX_JSON_DEPTH = 32
-
-_repr = reprlib.Repr()
-_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 3, 60, 60, 6, 6
-
-
-def _short(value: Any) -> str:
-    """A bounded repr of a (possibly hostile) value: at most a few nesting levels and ~60 characters."""
-    try:
-        return _repr.repr(value)
-    except Exception:  # noqa: BLE001 - a value whose repr raises is still described
-        return f"<{type(value).__name__}>"
-
-
-def _real(value: Any) -> Optional[float]:
-    """``value`` as a finite float when it is a real number (not bool), else None (never raises)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    try:
-        v = float(value)
-    except (OverflowError, ValueError):  # an int with hundreds of digits
-        return None
-    return v if math.isfinite(v) else None
 
 
 def json_depth_ok(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -131,59 +110,6 @@ def json_depth_ok(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
             return False
         stack.extend((c, depth + 1) for c in children)
     return True
-
-
-@dataclass(frozen=True)
-class FieldSpec:
-    """One refinement parameter: ``kind`` is "float", "int", "text" or "choice"."""
-
-    name: str
-    kind: str
-    lo: float = -math.inf
-    hi: float = math.inf
-    interpolation: str = "hold"
-    choices: Tuple[str, ...] = ()
-
-    @property
-    def numeric(self) -> bool:
-        return self.kind in ("float", "int")
-
-
-FIELD_SPECS: Dict[str, FieldSpec] = {s.name: s for s in (
-    FieldSpec("prompt", "text"),
-    FieldSpec("negative_prompt", "text"),
-    FieldSpec("denoising_strength", "float", 0.0, 1.0, "linear"),
-    FieldSpec("cfg_scale", "float", 1.0, 30.0, "linear"),
-    FieldSpec("steps", "int", 1, 150, "linear"),
-    FieldSpec("sampler", "text"),
-    FieldSpec("seed", "int", -1, 2 ** 32 - 1, "hold"),
-    FieldSpec("mask", "choice", choices=MASKS),
-    FieldSpec("mask_blur", "int", 0, 64, "linear"),
-    FieldSpec("padding", "int", 0, 256, "linear"),
-)}
-NUMERIC_FIELDS = tuple(n for n, s in FIELD_SPECS.items() if s.numeric)
-TEXT_FIELDS = tuple(n for n, s in FIELD_SPECS.items() if not s.numeric)
-
-
-def _check_value(name: str, value: Any, where: str) -> Any:
-    """Validate and normalise one field value; raises OptionError."""
-    spec = FIELD_SPECS[name]
-    if spec.kind in ("text", "choice"):
-        if not isinstance(value, str):
-            raise OptionError(f"{where}: {name} must be text, got {_short(value)}")
-        if spec.kind == "choice" and value not in spec.choices:
-            raise OptionError(f"{where}: {name} {_short(value)} is not valid; use one of {', '.join(spec.choices)}")
-        if name == "sampler" and not value.strip():
-            raise OptionError(f"{where}: sampler must be a sampler name such as 'Euler a'")
-        return value
-    v = _real(value)
-    if v is None or not spec.lo <= v <= spec.hi:
-        raise OptionError(f"{where}: {name} must be a number in {spec.lo:g}..{spec.hi:g}, got {_short(value)}")
-    if spec.kind == "int":
-        if v != math.floor(v):
-            raise OptionError(f"{where}: {name} must be a whole number, got {_short(value)}")
-        return int(v)
-    return v
 
 
 def _check_interpolation(mapping: Any, where: str) -> Dict[str, str]:
@@ -210,65 +136,18 @@ def frame_of_time(time_s: float, fps: float) -> int:
 
 
 @dataclass
-class RefineParams:
-    """The refinement parameters at one frame (see the module table for ranges).
-
-    prompt None (defaults only) = the portrait's generation prompt, else empty. mask_blur and
-    padding are pixels of the output frame; seed -1 = random (one seed per run).
-    """
-
-    prompt: Optional[str] = None
-    negative_prompt: str = ""
-    denoising_strength: float = 0.3
-    cfg_scale: float = 7.0
-    steps: int = 20
-    sampler: str = "Euler a"
-    seed: int = -1
-    mask: str = "face"
-    mask_blur: int = 8
-    padding: int = 32
-
-    def validate(self, where: str = "defaults") -> "RefineParams":
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "prompt" and v is None:
-                continue
-            setattr(self, f.name, _check_value(f.name, v, where))
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "defaults") -> "RefineParams":
-        if not isinstance(data, dict):
-            raise OptionError(f"{where} must be a JSON object of field: value")
-        unknown = sorted(str(k) for k in data if k not in FIELD_SPECS)
-        if unknown:
-            raise OptionError(f"{where}: unknown field(s) {_short(unknown)}; fields: {', '.join(FIELD_SPECS)}")
-        return cls(**data).validate(where)
-
-
-@dataclass
+@optional_param_fields(after=2)  # one Optional field per RefineParams field, after frame
 class Keyframe:
     """One keyframe: exactly one of ``time`` (s) / ``frame`` (index), then any fields to set.
 
-    Fields left None are not set by this keyframe. ``interpolation`` maps numeric field names to
-    "linear" / "hold" / "ease" for the segment from this keyframe to that field's next key.
+    Between ``frame`` and ``interpolation`` it has one field per :class:`RefineParams` field (same
+    name, ``Optional``); fields left None are not set by this keyframe. ``interpolation`` maps
+    numeric field names to "linear" / "hold" / "ease" for the segment from this keyframe to that
+    field's next key.
     """
 
     time: Optional[float] = None
     frame: Optional[int] = None
-    prompt: Optional[str] = None
-    negative_prompt: Optional[str] = None
-    denoising_strength: Optional[float] = None
-    cfg_scale: Optional[float] = None
-    steps: Optional[int] = None
-    sampler: Optional[str] = None
-    seed: Optional[int] = None
-    mask: Optional[str] = None
-    mask_blur: Optional[int] = None
-    padding: Optional[int] = None
     interpolation: Dict[str, str] = field(default_factory=dict)
 
     def validate(self, where: str = "keyframe") -> "Keyframe":
@@ -287,7 +166,7 @@ class Keyframe:
         for name in FIELD_SPECS:
             v = getattr(self, name)
             if v is not None:
-                setattr(self, name, _check_value(name, v, where))
+                setattr(self, name, check_value(name, v, where))
         self.interpolation = _check_interpolation(self.interpolation, where)
         return self
 

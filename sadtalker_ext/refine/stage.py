@@ -52,18 +52,15 @@ import numpy as np
 
 from ..frames import FrameChunk, RunContext
 from ..errors import GenerationInterrupted, InputError, OptionError
-from ..host.base import Img2ImgRequest
 from .flow import FlowCarrier, KeyResidual, blend_weight, union_box
 from .keyframes import MODES, KeyframeSchedule, RefineParams, portrait_prompt
+from .params import Img2ImgRequest
 from ..face.masks import _image, composite
 from .regions import Regions, crop_resize, frame_regions, paste_back, target_size
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineStage", "RefineStats", "refine_stage_for", "load_schedule", "buffer_limit"]
-
-SD_FIELDS = ("prompt", "negative_prompt", "denoising_strength", "cfg_scale", "steps", "sampler", "seed")
-
 
 def buffer_limit(max_buffer_mb: float, frame_shape: Sequence[int]) -> int:
     """Frames the keyframes mode may buffer: ``floor(max_buffer_mb * 2**20 / (H * W * 3))``, >= 2."""
@@ -227,14 +224,9 @@ class RefineStage:
         seeds = [int(p.seed)] * len(items) if self.schedule.same_noise else \
             [(int(p.seed) + it.index) % 2 ** 32 for it in items]
         req = Img2ImgRequest(
-            images=crops, prompt=p.prompt or "", negative_prompt=p.negative_prompt,
-            denoising_strength=float(p.denoising_strength), cfg_scale=float(p.cfg_scale), steps=int(p.steps),
-            sampler=p.sampler, seed=seeds[0], mask=masks, mask_blur=int(p.mask_blur),
-            inpaint_full_res_padding=int(p.padding),
-            extra={"seeds": seeds, "width": size[0], "height": size[1], "inpaint_full_res": False,
-                   "inpainting_fill": 1, "frame_indices": [it.index for it in items],
-                   "same_noise": bool(self.schedule.same_noise), "mask_kind": p.mask,
-                   **self._announce(items)})
+            images=crops, params=replace(p, prompt=p.prompt or "", seed=seeds[0]), mask=masks, seeds=seeds,
+            width=size[0], height=size[1], inpaint_full_res=False, inpainting_fill=1,
+            frame_indices=[it.index for it in items], **self._announce(items))
         t0 = time.perf_counter()
         out = self.backend(req)
         self.stats.sd_seconds += time.perf_counter() - t0
@@ -248,7 +240,7 @@ class RefineStage:
 
     def _announce(self, items: List[_Item]) -> dict:
         """Report the backend call about to run (call i of n, its first frame, ETA from the calls so far)
-        to the run's progress and ``ctx.status``; returns the request's ``extra`` keys for the host
+        to the run's progress and ``ctx.status``; returns the request's progress fields for the host
         (``call_index``, ``calls_total`` - an upper bound in the "every" mode -, ``status``)."""
         i = self.stats.sd_calls
         n = max(self._calls_total, i + 1)

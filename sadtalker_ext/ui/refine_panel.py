@@ -46,12 +46,12 @@ log = logging.getLogger(__name__)
 __all__ = ["COLUMNS", "HEADERS", "RefinePanel", "build_refine_panel", "schedule_to_rows", "rows_to_schedule",
            "plot_schedule", "preview_frame", "EXAMPLE_ROWS", "SIZE_CHOICES", "size_value", "size_controls"]
 
-#: (table header, Keyframe attribute) in column order.
+#: (table header, Keyframe attribute) in column order: the placement, one column per refinement
+#: parameter (its FieldSpec's ``column``, in declaration order), the interpolation.
 COLUMNS: Tuple[Tuple[str, str], ...] = (
-    ("time (s)", "time"), ("frame", "frame"), ("prompt", "prompt"), ("negative prompt", "negative_prompt"),
-    ("denoising", "denoising_strength"), ("CFG", "cfg_scale"), ("steps", "steps"), ("sampler", "sampler"),
-    ("seed", "seed"), ("mask", "mask"), ("mask blur", "mask_blur"), ("padding", "padding"),
-    ("interpolation", "interpolation"),
+    (("time (s)", "time"), ("frame", "frame"))
+    + tuple((spec.column, name) for name, spec in FIELD_SPECS.items())
+    + (("interpolation", "interpolation"),)
 )
 HEADERS = [h for h, _ in COLUMNS]
 #: Rows the table starts with: a mild face refinement that strengthens a little over two seconds.
@@ -90,8 +90,8 @@ def size_controls(size: Any) -> Tuple[str, int]:
     if size in SIZE_NAMES:
         return size, SIZE_PIXELS_DEFAULT
     return "pixels", int(size)
-PLOT_LABELS = {"denoising_strength": "denoising strength", "cfg_scale": "CFG scale", "steps": "steps",
-               "seed": "seed", "mask_blur": "mask blur (px)", "padding": "padding (px)"}
+#: The plot's axis label of each numeric field (its FieldSpec's label and unit).
+PLOT_LABELS = {name: FIELD_SPECS[name].axis_label for name in NUMERIC_FIELDS}
 
 
 # -- table <-> schedule --------------------------------------------------------------------------------
