@@ -26,3 +26,16 @@ function switch_to_talking_head() {
 function recalculate_prompts_talking_head() {
     return Array.from(arguments);
 }
+
+// The name of a file dropped onto the Talking Head source image (gradio 3.41 reads a drop without filling the
+// file input): the tab's upload handler (IMAGE_UPLOAD_JS in sadtalker_ext/ui/tab.py) records it in the sidecar.
+document.addEventListener('drop', function(e) {
+    var target = e.target;
+    if (!target || !target.closest || !target.closest('#th_image')) {
+        return;
+    }
+    var files = e.dataTransfer && e.dataTransfer.files;
+    if (files && files.length) {
+        window.talkingHeadDrop = {name: files[0].name, time: Date.now()};
+    }
+}, true);

@@ -152,11 +152,16 @@ def run_job(host: Host, image, audio, options: GenerateOptions, *, source_info: 
 
 def describe_sources(result: Result, image, audio, source_info: dict | None = None, video=None) -> dict:
     """The sidecar's "source": what :func:`describe_input` records of the image (or the ``video``) and
-    the audio, with the run's speech duration, plus ``source_info``."""
+    the audio, with the run's speech duration, plus ``source_info``. A dict under ``source_info``'s
+    "image" / "video" / "audio" is merged into that input's record (the tab passes the uploaded file's
+    name this way, as it hands over pixels); other keys are added as they are."""
     audio_info = {**describe_input(audio, "audio"), "duration_s": round(float(result.duration), 3)}
     pictures = {"video": describe_input(video, "video")} if video is not None else {
         "image": describe_input(image, "image")}
-    return {**pictures, "audio": audio_info, **(source_info or {})}
+    out = {**pictures, "audio": audio_info}
+    for key, value in (source_info or {}).items():
+        out[key] = {**out[key], **value} if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
 
 
 class JobHost:

@@ -398,6 +398,10 @@ class _RealHost:
         assert len(mp4s) == 1 and mp4s[0][:-4] + ".json" in new, new
         sidecar = json.loads((host.out_dir / (mp4s[0][:-4] + ".json")).read_text())
         assert sidecar.get("engine") == "lite", sidecar
+        image = sidecar["source"]["image"]   # the uploaded file's base name (gradio hands the tab pixels)
+        assert (image.get("file"), image.get("origin")) == (Path(media["png"]).name, "upload"), sidecar["source"]
+        audio = sidecar["source"]["audio"]
+        assert audio.get("file") == Path(media["speech"]).name and abs(audio["duration_s"] - 4.0) < 0.1, audio
         assert _extension_errors(host.kind, errors) == [], errors
 
     def test_host_stays_responsive_during_a_generation(self, host):

@@ -171,6 +171,10 @@ def test_generate_in_the_browser_shows_a_playable_4s_video(server, browser, inpu
     assert "Saved" in status and "engine lite" in status
     mp4s = sorted(out.glob("*.mp4"))
     assert len(mp4s) == 1 and mp4s[0].with_suffix(".json").is_file()
+    import json
+    source = json.loads(mp4s[0].with_suffix(".json").read_text())["source"]
+    assert source["image"]["file"] == png.name and source["image"]["origin"] == "upload", source  # its base name
+    assert source["audio"]["file"] and abs(source["audio"]["duration_s"] - 4.0) < 0.1, source
 
 
 def _server_log_tail(out: Path, n: int = 3000) -> str:

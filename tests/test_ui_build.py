@@ -44,7 +44,8 @@ def _build_summary(out_dir: str) -> dict:
     page = create(LocalHost(output_dir=out_dir))
     ids = {b._id: b.elem_id for b in page.blocks.values() if getattr(b, "elem_id", None)}
     deps = [{"triggers": d["triggers"], "targets": [ids.get(t) for t in d["targets"]],
-             "inputs": [ids.get(i) for i in d["inputs"]], "outputs": [ids.get(o) for o in d["outputs"]]}
+             "inputs": [ids.get(i) for i in d["inputs"]], "outputs": [ids.get(o) for o in d["outputs"]],
+             "js": d.get("js")}
             for d in compat.dependencies(page)]
     blocks, title, tab_id = build_tab(LocalHost(output_dir=out_dir))
     targets = send_to_targets()
@@ -107,6 +108,12 @@ def _check_build(result: dict, major: int) -> None:
     assert gen_in[0] == "th_image" and "th_audio" in gen_in and "th_prompt" in gen_in
     assert {f"th_opt_{f.name}" for f in dataclasses.fields(GenerateOptions)} <= set(gen_in)
     assert gen_out[:4] == ["th_status", "th_preview", "th_video", "th_history"]
+    # the source image's file name: remembered in the browser on upload, sent as the last Generate input
+    assert gen_in[-1] == "th_image_name"
+    gen_js = [d["js"] for d in result["deps"] if "th_generate" in d["targets"]]
+    assert len(gen_js) == 1 and f"args[{len(gen_in) - 1}] = " in gen_js[0]
+    uploads = [d for d in result["deps"] if d["targets"] == ["th_image"] and d["triggers"] == ["upload"]]
+    assert len(uploads) == 1 and "orig_name" in uploads[0]["js"] and uploads[0]["outputs"] == []
     # Interrupt gets only this session's job token (a gr.State: no elem_id), never a global "stop all"
     assert wired[("click", "th_interrupt")] == ([None], ["th_status"])
     assert wired[("select", "th_history")][1] == ["th_video", "th_status"]
@@ -280,7 +287,7 @@ def test_refine_panel_contract_is_wired_when_present(monkeypatch, tmp_path):
     blocks = tab.build_blocks(host)
     ui = blocks.talking_head_ui
     assert seen == {"host": host, "prompt": ui.components["prompt"], "image": ui.components["image"]}
-    assert ui.gen_inputs[-2].elem_id == "th_refine_strength"
+    assert ui.gen_inputs[-3].elem_id == "th_refine_strength"
     assert not compat.component_names(blocks)["th_sec_refinementimg2img"].visible  # edited in the panel
 
 
@@ -370,8 +377,41 @@ def test_generate_streams_progress_and_preview_then_adds_to_history(ui, monkeypa
     history = last[4]
     assert len(history) == 1 and history[0]["path"].endswith("fake.mp4") and len(last[3]) == 1
     assert calls["options"].engine == "lite" and calls["options"].seed == 7
-    assert calls["source_info"] == {"prompt": "a prompt"}
+    assert calls["source_info"] == {"prompt": "a prompt", "image": {"file": None, "origin": "pixels"}}
     assert ui.select_history(history, 0)[0].endswith("fake.mp4")
+
+
+@pytest.mark.parametrize("sent,expect", [
+    ("C:\\fakepath\\my portrait.png", {"file": "my portrait.png", "origin": "upload"}),   # base name only
+    ("../../etc/passwd", {"file": "passwd", "origin": "upload"}),        # client text: never a path, never opened
+    ("", {"file": None, "origin": "pixels"}),                             # Send to Talking Head / paste
+])
+def test_tab_run_records_the_uploaded_image_name_in_the_sidecar(tmp_path, request, astronaut, arctic_wav, sent,
+                                                                 expect):
+    """A lite run through the Generate handler wired in the Blocks: the hidden name box (filled in the
+    browser, see IMAGE_NAME_JS) ends up as the sidecar's source.image.file, next to the pixels' sha256
+    and the speech file's name and duration."""
+    import hashlib
+    pytest.importorskip("gradio")
+    from sadtalker_ext.ui import compat, tab
+    blocks = tab.build_blocks(LocalHost(output_dir=tmp_path / "out"))
+    ui = blocks.talking_head_ui
+    names = compat.component_names(blocks)
+    gen = next(d for d in blocks.dependencies if names["th_generate"]._id in
+               [t[0] if isinstance(t, (list, tuple)) else t for t in d["targets"]])
+    handler = blocks.fns[blocks.dependencies.index(gen)].fn
+    assert handler == ui.generate                 # the function the button runs
+    args = _inputs(ui, astronaut, str(arctic_wav), engine="lite") + [sent]
+    assert len(args) == len(ui.gen_inputs) and ui.gen_inputs[-1] is names["th_image_name"]
+    last = list(handler(*args))[-1]
+    assert "Saved" in last[0], last[0]
+    meta = json.loads(Path(last[4][0]["sidecar"]).read_text())
+    image = meta["source"]["image"]
+    assert {k: image[k] for k in ("file", "origin")} == expect
+    assert image["sha256"] == hashlib.sha256(np.ascontiguousarray(astronaut).tobytes()).hexdigest()
+    assert meta["source"]["audio"]["file"] == arctic_wav.name
+    assert abs(meta["source"]["audio"]["duration_s"] - 4.0) < 0.05
+    assert meta["source"]["prompt"] == "a prompt"
 
 
 def test_live_preview_pictures_are_sent_at_most_once_per_interval(ui, monkeypatch, astronaut, arctic_wav):

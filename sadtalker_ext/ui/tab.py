@@ -22,6 +22,14 @@ row. It may return an object with ``inputs`` (a list of components) and ``stages
 (post stages for ``run_job(stages=...)``); anything else is shown but not wired into generation. While the
 panel is there, the options' own refinement section is hidden (it comes back if the panel fails to build).
 
+The sidecar's ``source.image`` of a tab run: gradio hands the handler pixels, not a file, so the
+browser tells the file's name (:data:`IMAGE_UPLOAD_JS`, :data:`IMAGE_NAME_JS`): ``{"file": "<base name of
+the uploaded file>", "origin": "upload", "sha256": ...}`` when the image in the box is the file the user
+uploaded; ``{"file": null, "origin": "pixels", ...}`` when it reached the tab without a file (Send to Talking
+Head from txt2img/img2img, whose prompt is ``source.prompt``; a clipboard paste; a gradio 3.41 drag-and-drop
+outside the WebUI). The sha256 is always that of the pixels the run used. The name is client text: only its
+base name is kept and no file is opened by it.
+
 TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text, lang)`` returning
 ``(AudioClip, phoneme events)`` (or just an audio path / clip), spoken in the ``language`` option;
 ``is_available()`` tells whether espeak-ng is installed.
@@ -34,6 +42,7 @@ import importlib.util
 import inspect
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -76,6 +85,44 @@ _last_ui: "TalkingHeadUI | None" = None
 
 
 # --------------------------------------------------------------------------------------------- helpers
+#: Browser side of the source image's file name (gradio 3.41 and 4.40). On the image's upload event:
+#: remember the value and the file's name (gradio 4: the upload's ``orig_name``; gradio 3: the file chosen in
+#: the file dialog, or dropped, which javascript/talking_head.js records in the WebUI); the file input is then
+#: emptied so that a later drop never reports an older choice.
+IMAGE_UPLOAD_JS = """(img) => {
+  const root = (typeof gradioApp === 'function') ? gradioApp() : document;
+  const input = root.querySelector('#th_image input[type=file]');
+  const drop = window.talkingHeadDrop; window.talkingHeadDrop = null;
+  let name = (img && typeof img === 'object' && img.orig_name) || '';
+  if (!name && drop && Date.now() - drop.time < 60000) { name = drop.name; }
+  if (!name && input && input.files && input.files.length) { name = input.files[0].name; }
+  if (input) { try { input.value = ''; } catch (e) {} }
+  window.talkingHeadUpload = {key: (img && typeof img === 'object') ? (img.path || img.url) : img, name: name};
+  return [];
+}"""
+#: On Generate: argument %d (the hidden name box) gets the remembered name when the image box still holds
+#: the uploaded value, else "" (Send to Talking Head, clipboard paste, cleared box).
+IMAGE_NAME_JS = """(...args) => {
+  const img = args[0], up = window.talkingHeadUpload;
+  const key = (img && typeof img === 'object') ? (img.path || img.url) : img;
+  args[%d] = (up && key && up.key === key) ? up.name : '';
+  return args;
+}"""
+#: Longest file name recorded (a name is text the client sent: only its base name, never opened).
+MAX_NAME_CHARS = 255
+
+
+def source_file_name(value) -> str | None:
+    """The base name of the file the client says it uploaded as the source image (client text: anything
+    before the last ``/`` or ``\\`` is dropped, control characters removed, at most 255 characters), or None.
+    The name is only recorded in the sidecar; no file is looked up by it."""
+    if not isinstance(value, str):
+        return None
+    name = re.split(r"[\\/]", value)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()[:MAX_NAME_CHARS]
+    return name or None
+
+
 def small_preview(frame: np.ndarray | None, side: int = PREVIEW_SIDE) -> np.ndarray | None:
     """``frame`` (uint8 [H, W, 3]) subsampled so that its long side is at most about ``side`` pixels."""
     if frame is None:
@@ -281,6 +328,8 @@ class TalkingHeadUI:
             with gr.Row(elem_id="th_main"):
                 with gr.Column(scale=1, elem_id="th_inputs"):
                     c["image"] = compat.image_input("Source image", "th_image")
+                    # the uploaded file's base name, set in the browser (IMAGE_NAME_JS); gradio hands pixels only
+                    c["image_name"] = compat.make("Textbox", value="", visible=False, elem_id="th_image_name")
                     c["prompt"] = compat.make("Textbox", label="Prompt (sent with the image; default "
                                               "refinement prompt)", lines=2, elem_id="th_prompt",
                                               placeholder="filled in by 'Send to Talking Head'")
@@ -450,11 +499,15 @@ class TalkingHeadUI:
         c = self.components
         extra = [c["tts_text"]] if c["tts_text"] is not None else []
         self.gen_inputs = ([c["image"]] + self.audio_components + extra + [c["prompt"]]
-                           + self.option_components + self.refine_inputs + [c["history_state"]])
+                           + self.option_components + self.refine_inputs + [c["history_state"], c["image_name"]])
         self.gen_outputs = [c["status"], c["preview"], c["video"], c["history"], c["history_state"],
                             c["job_state"]]
-        compat.listen(c["generate"].click, self.generate, self.gen_inputs, self.gen_outputs,
+        # the browser remembers which image value came from a file upload and its name; Generate sends the
+        # name only while that same value is still in the image box (Send to, paste: no name)
+        compat.listen(c["image"].upload, None, [c["image"]], [], js=IMAGE_UPLOAD_JS, queue=False,
                       show_progress=False)
+        compat.listen(c["generate"].click, self.generate, self.gen_inputs, self.gen_outputs,
+                      js=IMAGE_NAME_JS % (len(self.gen_inputs) - 1), show_progress=False)
         compat.listen(c["interrupt"].click, self.interrupt, [c["job_state"]], [c["status"]], queue=False,
                       show_progress=False)
         select_type = compat.select_data_type()
@@ -490,6 +543,7 @@ class TalkingHeadUI:
         out["options"] = [values.pop(0) for _ in self.option_components]
         out["refine"] = [values.pop(0) for _ in self.refine_inputs]
         out["history"] = list(values.pop(0) or [])
+        out["image_name"] = source_file_name(values.pop(0) if values else None)
         return out
 
     def generate(self, *values):
@@ -525,6 +579,8 @@ class TalkingHeadUI:
         box: dict = {}
         prompt = (v["prompt"] or "").strip()
         source_info = {"prompt": prompt} if prompt else {}
+        name = v["image_name"]
+        source_info["image"] = {"file": name, "origin": "upload"} if name else {"file": None, "origin": "pixels"}
 
         def work():
             try:
