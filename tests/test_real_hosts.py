@@ -36,6 +36,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PROMPT = 'portrait of an astronaut, (smiling:1.2), "NASA" <lora:none:0.5> & 50% ünïcode'
 AUTH = ("th-user", "th-secret")  # A1111 splits --api-auth entries at every ":"
+#: An origin the host owner allows with the WebUI's own --cors-allow-origins (our API must allow it too).
+CORS_ORIGIN = "http://allowed-by-the-owner.example"
 POLL_S = 0.25
 MAX_LATENCY_S = 1.0
 #: Browser console errors the hosts print without any extension (seen with --disable-extra-extensions,
@@ -251,7 +253,7 @@ def host(request, built_hosts):
         h.freeze_after = h.freeze()
         h.owners_after = h.module_owners()
         h.out_dir = h.webui_dir / "th-out"
-        h.start()
+        h.start(["--cors-allow-origins", CORS_ORIGIN])   # the host owner's own CORS flag (our API honours it)
         with rh.phase(f"{kind}: model load", h.timings):
             h.wait_model()
     except BaseException as exc:
@@ -459,6 +461,13 @@ class _RealHost:
             assert 400 <= status < 500, (status, err)
             assert isinstance(err, dict) and isinstance(err.get("detail"), str) and isinstance(err.get("error"), str)
             assert "\n" not in err["detail"], err
+
+    def test_api_origin_check_follows_the_webuis_cors_flag(self, host):
+        status, body = _http(host, "GET", "/talking-head/v1/models", headers={"Origin": CORS_ORIGIN})
+        assert status == 200 and "files" in body, (status, body)
+        status, err = _http(host, "GET", "/talking-head/v1/models", headers={"Origin": "http://evil.example"})
+        assert status == 403 and isinstance(err, dict) and set(err) == {"detail", "error"}, (status, err)
+        assert err["error"] == "CrossOriginRefused" and "\n" not in err["detail"], err
 
     def test_keyframe_refinement_runs_through_the_host_model(self, host, media):
         png, wav = media["png"].read_bytes(), media["short"].read_bytes()
