@@ -26,8 +26,9 @@ The sidecar's ``source.image`` of a tab run: gradio hands the handler pixels, no
 browser tells the file's name (:data:`IMAGE_UPLOAD_JS`, :data:`IMAGE_NAME_JS`): ``{"file": "<base name of
 the uploaded file>", "origin": "upload", "sha256": ...}`` when the image in the box is the file the user
 uploaded; ``{"file": null, "origin": "pixels", ...}`` when it reached the tab without a file (Send to Talking
-Head from txt2img/img2img, whose prompt is ``source.prompt``; a clipboard paste; a gradio 3.41 drag-and-drop
-outside the WebUI). The sha256 is always that of the pixels the run used. The name is client text: only its
+Head from txt2img/img2img, whose prompt is ``source.prompt``; a gradio 3.41 drag-and-drop outside the
+WebUI). A gradio 4.40 clipboard paste is an upload of a file the browser names itself (such as
+``clipboard.png``), and that name is what is recorded. The sha256 is always that of the pixels the run used. The name is client text: only its
 base name is kept and no file is opened by it.
 
 TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text, lang)`` returning
