@@ -101,13 +101,15 @@ IMAGE_UPLOAD_JS = """(img) => {
   window.talkingHeadUpload = {key: (img && typeof img === 'object') ? (img.path || img.url) : img, name: name};
   return [];
 }"""
-#: On Generate: argument %d (the hidden name box) gets the remembered name when the image box still holds
-#: the uploaded value, else "" (Send to Talking Head, clipboard paste, cleared box).
+#: On Generate: argument %(i)d (the hidden name box, the last input) gets the remembered name when the image
+#: box still holds the uploaded value, else "" (Send to Talking Head, clipboard paste, cleared box). The
+#: browser calls it with the inputs' values followed by the outputs'; only the inputs are returned (gradio
+#: 4.40 sends whatever is returned to the endpoint and refuses extra values: "Too many arguments").
 IMAGE_NAME_JS = """(...args) => {
   const img = args[0], up = window.talkingHeadUpload;
   const key = (img && typeof img === 'object') ? (img.path || img.url) : img;
-  args[%d] = (up && key && up.key === key) ? up.name : '';
-  return args;
+  args[%(i)d] = (up && key && up.key === key) ? up.name : '';
+  return args.slice(0, %(i)d + 1);
 }"""
 #: Longest file name recorded (a name is text the client sent: only its base name, never opened).
 MAX_NAME_CHARS = 255
@@ -508,7 +510,7 @@ class TalkingHeadUI:
         compat.listen(c["image"].upload, None, [c["image"]], [], js=IMAGE_UPLOAD_JS, queue=False,
                       show_progress=False)
         compat.listen(c["generate"].click, self.generate, self.gen_inputs, self.gen_outputs,
-                      js=IMAGE_NAME_JS % (len(self.gen_inputs) - 1), show_progress=False)
+                      js=IMAGE_NAME_JS % {"i": len(self.gen_inputs) - 1}, show_progress=False)
         compat.listen(c["interrupt"].click, self.interrupt, [c["job_state"]], [c["status"]], queue=False,
                       show_progress=False)
         select_type = compat.select_data_type()
