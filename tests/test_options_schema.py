@@ -161,3 +161,71 @@ def test_host_settings_choices_are_the_options():
     assert a1111.SETTINGS["talking_head_precision"][0] == O.GenerateOptions().precision
     from sadtalker_ext.engines import sadtalker
     assert set(sadtalker.PREPROCESS_MODES) == set(O.PREPROCESS)
+
+
+# ------------------------------------------------------------------ mutation-testing survivors (issue 19)
+# bench/mutation.sh found these behaviours untested; each test pins the exact value or message.
+def _known_names():
+    return ", ".join(sorted(f.name for f in dataclasses.fields(O.GenerateOptions)))
+
+
+def test_unknown_option_message_lists_shortest_first_truncates_and_counts_the_rest():
+    data = {"zz": 1, "b": 2, "aaa": 3, 7: 4, "k" * 41: 5, "j" * 40: 6, "ccc": 7, "pose_style": 0}
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions.from_dict(data)
+    # sorted by (length, name); names over 40 characters cut to 37 + "..."; the first 5 shown
+    assert str(e.value) == ("unknown option(s): 7, b, zz, aaa, ccc and 2 more; known: " + _known_names())
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions.from_dict({"k" * 41: 1, "j" * 40: 2, "seed": 1})
+    assert str(e.value) == f"unknown option(s): {'j' * 40}, {'k' * 37}...; known: " + _known_names()
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions.from_dict({"b": 1, "a": 2, "c": 3, "d": 4, "e": 5})
+    assert str(e.value) == "unknown option(s): a, b, c, d, e; known: " + _known_names()
+    assert O.GenerateOptions.from_dict({"pose_style": 3, "seed": 5}) == O.GenerateOptions(pose_style=3, seed=5)
+
+
+def test_short_bounds_a_hostile_value_to_80_characters():
+    # reprlib already cuts each string to 60 characters; two 36-character strings make exactly 80
+    exactly_80 = ("a" * 36, "b" * 36)
+    assert O._short(exactly_80) == "('" + "a" * 36 + "', '" + "b" * 36 + "')"
+    assert O._short(("a" * 36, "b" * 37)) == "('" + "a" * 36 + "', '" + "b" * 35 + "..."
+    assert len(O._short(("a" * 36, "b" * 37))) == 80
+    assert O._short("x" * 10) == "'" + "x" * 10 + "'"
+    # a value whose bounded repr raises (reprlib slices anything whose class is named "str") is
+    # described by its type name
+    fake_str = type("str", (), {})()
+    assert O._short(fake_str) == "<str>"
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions(device=fake_str).validate()
+    assert str(e.value).startswith("--device <str> is not valid; ")
+
+
+def test_path_check_refuses_what_is_not_a_path_with_the_options_flag():
+    check = O._path_check("a video file")
+    for ok in (None, "clip.mp4", " clip.mp4 "):
+        check(O.GenerateOptions(ref_pose=ok), "ref_pose")
+    for bad in ("", "   ", 3, b"clip.mp4"):
+        with pytest.raises(OptionError) as e:
+            check(O.GenerateOptions(ref_pose=bad), "ref_pose")
+        assert str(e.value) == "--ref-pose must be the path of a video file"
+
+
+def test_option_makes_a_dataclass_field_with_its_spec():
+    @dataclasses.dataclass
+    class Knobs:
+        size: int = O.option(256, stage="output", label="Size", unit="px")
+        pads: list = O.option(default_factory=lambda: [0, 10], stage="lipsync", label="Pads")
+
+    a, b = Knobs(), Knobs()
+    assert a.size == 256 and a.pads == [0, 10] and a.pads is not b.pads
+    size, pads = dataclasses.fields(Knobs)
+    assert O.spec_of(size) == O.Option(stage="output", label="Size", unit="px")
+    assert O.spec_of(pads) == O.Option(stage="lipsync", label="Pads")
+    assert size.default == 256 and pads.default is dataclasses.MISSING
+
+
+def test_flag_of_defaults_to_the_dashed_name_unless_the_spec_says_otherwise():
+    assert O.flag_of("pose_style") == "--pose-style"
+    assert O.flag_of("pose_style", O.Option(stage="motion", label="Pose")) == "--pose-style"
+    assert O.flag_of("language", O.Option(stage="motion", label="Language", flag="--lang")) == "--lang"
+    assert O.flag_of("engine_internal", O.Option(stage="motion", label="x", flag=None)) is None
