@@ -229,3 +229,63 @@ def test_flag_of_defaults_to_the_dashed_name_unless_the_spec_says_otherwise():
     assert O.flag_of("pose_style", O.Option(stage="motion", label="Pose")) == "--pose-style"
     assert O.flag_of("language", O.Option(stage="motion", label="Language", flag="--lang")) == "--lang"
     assert O.flag_of("engine_internal", O.Option(stage="motion", label="x", flag=None)) is None
+
+
+def test_refine_takes_a_path_parsed_json_or_a_schedule_and_nothing_else():
+    from sadtalker_ext.refine.keyframes import KeyframeSchedule
+    for ok in (None, "keys.json", {"keyframes": []}, [], KeyframeSchedule()):
+        assert O.GenerateOptions(refine=ok).validate().refine is ok
+    for bad in ("", "  ", 3, b"keys.json", ("keys.json",)):
+        with pytest.raises(OptionError) as e:
+            O.GenerateOptions(refine=bad).validate()
+        assert str(e.value) == "--refine must be the path of a keyframes JSON file"  # exact: case too
+
+
+def test_fps_other_than_25_is_refused_with_the_reason():
+    for bad in (30, 24, 25.5, "25"):
+        with pytest.raises(OptionError) as e:
+            O.GenerateOptions(fps=bad).validate()
+        assert str(e.value) == "only 25 fps output is supported (the audio models are trained at 25 fps)"
+    assert O.GenerateOptions(fps=25).validate().fps == 25
+
+
+def test_device_accepts_the_named_devices_and_cuda_n_only():
+    for ok in ("auto", "cpu", "cuda", "mps", "cuda:0", "cuda:12"):
+        assert O.GenerateOptions(device=ok).validate().device == ok
+    for bad in ("cuda:", "cuda:x", "cuda:1a", "CUDA:0", "cuda0", "gpu", 3):
+        with pytest.raises(OptionError) as e:
+            O.GenerateOptions(device=bad).validate()
+        assert str(e.value) == f"--device {bad!r} is not valid; use auto, cpu, cuda, cuda:N or mps"
+
+
+def test_transcript_must_be_text_of_at_most_200000_characters():
+    assert O.GenerateOptions(transcript="x" * 200_000).validate().transcript == "x" * 200_000
+    assert O.GenerateOptions(transcript="hello").validate().transcript == "hello"
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions(transcript=b"hello").validate()
+    assert str(e.value) == "--transcript must be text"
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions(transcript="x" * 200_001).validate()
+    assert str(e.value) == ("--transcript is 200001 characters; at most 200000 are accepted "
+                            "(leave it out to recognise the speech)")
+
+
+def test_language_must_be_a_lowercase_code():
+    for ok in ("en", "ru", "zh", "pt-BR", "en_US"):
+        assert O.GenerateOptions(language=ok).validate().language == ok
+    for bad in ("EN", "e", "english", "en-", "x" * 33):
+        with pytest.raises(OptionError) as e:
+            O.GenerateOptions(language=bad).validate()
+        assert str(e.value) == f"--lang {bad!r} is not a language code; use e.g. en, ru, zh"
+    with pytest.raises(OptionError) as e:
+        O.GenerateOptions(language="EN").validate()
+    assert str(e.value) == "--lang 'EN' is not a language code; use e.g. en, ru, zh"
+
+
+def test_pads_must_be_four_integers_and_the_message_shows_what_came():
+    assert O.GenerateOptions(pads=[0, 10, 0, 0]).validate().pads == (0, 10, 0, 0)
+    for bad, shown in (((0, 10, 0), "(0, 10, 0)"), (5, "5"), ("0 10 0 0", "'0 10 0 0'"),
+                       ((0, 10, 0, 1025), "(0, 10, 0, 1025)")):
+        with pytest.raises(OptionError) as e:
+            O.GenerateOptions(pads=bad).validate()
+        assert str(e.value) == f"--pads needs 4 integers top bottom left right in -1024..1024, got {shown}"
