@@ -289,3 +289,10 @@ def test_pads_must_be_four_integers_and_the_message_shows_what_came():
         with pytest.raises(OptionError) as e:
             O.GenerateOptions(pads=bad).validate()
         assert str(e.value) == f"--pads needs 4 integers top bottom left right in -1024..1024, got {shown}"
+
+
+def test_to_dict_holds_every_field_and_round_trips():
+    d = O.GenerateOptions(seed=5, pose_style=3).to_dict()
+    assert d["seed"] == 5 and d["pose_style"] == 3
+    assert set(d) == {f.name for f in dataclasses.fields(O.GenerateOptions)}
+    assert O.GenerateOptions.from_dict(d) == O.GenerateOptions(seed=5, pose_style=3)
