@@ -228,8 +228,7 @@ def _check_pads(opts, name):
 
 def _check_refine(opts, name):
     v = opts.refine
-    if v is not None and not (isinstance(v, (dict, list)) or type(v).__name__ == "KeyframeSchedule"
-                              or (isinstance(v, str) and v.strip())):
+    if v is not None and not (isinstance(v, (dict, list)) or (isinstance(v, str) and v.strip())):
         raise OptionError("--refine must be the path of a keyframes JSON file")
 
 
@@ -370,7 +369,7 @@ class LipsyncOptions:
 @dataclass
 class RefineOptions:
     """img2img refinement (:mod:`sadtalker_ext.refine`). refine: keyframes JSON file path (or the parsed
-    JSON object / a KeyframeSchedule; None: off). refine_mode: "every" | "keyframes" (None: the
+    JSON object; None: off). refine_mode: "every" | "keyframes" (None: the
     schedule's own). sd_checkpoint: SD model for standalone refinement (single-file .safetensors/.ckpt or
     diffusers folder; None: the host's loaded model).
     """

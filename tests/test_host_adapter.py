@@ -443,6 +443,7 @@ def test_tab_shows_the_error_when_the_ui_cannot_be_imported(webui, monkeypatch):
 
     monkeypatch.delattr(sadtalker_ext, "ui", raising=False)
     monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", None)  # "import sadtalker_ext.ui" fails
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.tab", None)  # also when an earlier test imported it
     _load_script()
     tabs = script_callbacks.ui_tabs_callback()
     assert script_callbacks.double_errors == []
@@ -455,16 +456,16 @@ def test_tab_shows_a_missing_package_and_its_fix(webui, monkeypatch):
     pytest.importorskip("gradio")
     import types
 
-    import sadtalker_ext
+    import sadtalker_ext.ui
     from modules import script_callbacks
 
-    fake = types.ModuleType("sadtalker_ext.ui")
+    fake = types.ModuleType("sadtalker_ext.ui.tab")
 
     def build_tab(host):
         raise ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe")
     fake.build_tab = build_tab
-    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
-    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    monkeypatch.setattr(sadtalker_ext.ui, "tab", fake, raising=False)  # the adapter imports the tab's module
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.tab", fake)
     _load_script()
     tabs = script_callbacks.ui_tabs_callback()
     text = _tab_html(tabs[0][0])
@@ -472,8 +473,9 @@ def test_tab_shows_a_missing_package_and_its_fix(webui, monkeypatch):
     from importlib.metadata import version
     release = "0.10.9" if int(version("protobuf").split(".")[0]) < 4 else "0.10.21"
     assert "mediapipe" in text and f"pip install --no-deps mediapipe=={release} absl-py" in text
-    assert webui[1]._mediapipe_pip_args("3.20.0").startswith("--no-deps mediapipe==0.10.9 ")
-    assert webui[1]._mediapipe_pip_args("4.25.9").startswith("--no-deps mediapipe==0.10.21 ")
+    from sadtalker_ext import frontend
+    assert frontend.mediapipe_pip_args("3.20.0").startswith("--no-deps mediapipe==0.10.9 ")
+    assert frontend.mediapipe_pip_args("4.25.9").startswith("--no-deps mediapipe==0.10.21 ")
 
 
 def test_tab_appears_even_when_the_adapter_cannot_be_imported(webui, monkeypatch):
@@ -493,11 +495,11 @@ def test_send_to_talking_head_buttons(webui, monkeypatch):
     gr = pytest.importorskip("gradio")
     import types
 
-    import sadtalker_ext
+    import sadtalker_ext.ui
     from modules import infotext_utils, script_callbacks
 
     built = {}
-    fake = types.ModuleType("sadtalker_ext.ui")
+    fake = types.ModuleType("sadtalker_ext.ui.tab")
 
     def build_tab(host):
         with gr.Blocks() as blocks:
@@ -506,8 +508,8 @@ def test_send_to_talking_head_buttons(webui, monkeypatch):
         return blocks, "Talking Head", "talking_head"
     fake.build_tab = build_tab
     fake.send_to_targets = lambda: {"image": built["image"], "prompt": built["prompt"]}
-    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
-    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    monkeypatch.setattr(sadtalker_ext.ui, "tab", fake, raising=False)  # the adapter imports the tab's module
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.tab", fake)
     _load_script()
 
     # what create_ui does for the txt2img and img2img results panels, with after_component hooks
@@ -576,13 +578,13 @@ def test_send_to_buttons_hidden_without_targets(webui, monkeypatch):
     gr = pytest.importorskip("gradio")
     import types
 
-    import sadtalker_ext
+    import sadtalker_ext.ui
     from modules import infotext_utils, script_callbacks
 
-    fake = types.ModuleType("sadtalker_ext.ui")
+    fake = types.ModuleType("sadtalker_ext.ui.tab")
     fake.build_tab = lambda host: (gr.Blocks(), "Talking Head", "talking_head")
-    monkeypatch.setattr(sadtalker_ext, "ui", fake, raising=False)
-    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui", fake)
+    monkeypatch.setattr(sadtalker_ext.ui, "tab", fake, raising=False)  # the adapter imports the tab's module
+    monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.tab", fake)
     _load_script()
     with gr.Blocks() as demo:
         button = gr.Button("x")

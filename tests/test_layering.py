@@ -17,8 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "sadtalker_ext"
 
 #: lowest first; a module may import its own layer and any layer listed before it.
 LAYERS = [
-    # shared by everything: the error tree, memory guards, the options, finding/loading model files
-    ("base", {"sadtalker_ext", "errors", "memory", "options", "models"}),
+    # shared by everything: the error tree, memory guards, the options, finding/loading model files, and
+    # what the front ends share (tab name, setting keys, the error tab: stdlib only, for scripts/)
+    ("base", {"sadtalker_ext", "errors", "memory", "options", "models", "frontend"}),
     # the stages, in data-flow order
     ("audio", {"audio"}),
     ("face", {"face"}),

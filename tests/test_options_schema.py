@@ -231,11 +231,12 @@ def test_flag_of_defaults_to_the_dashed_name_unless_the_spec_says_otherwise():
     assert O.flag_of("engine_internal", O.Option(stage="motion", label="x", flag=None)) is None
 
 
-def test_refine_takes_a_path_parsed_json_or_a_schedule_and_nothing_else():
+def test_refine_takes_a_path_or_parsed_json_and_nothing_else():
     from sadtalker_ext.refine.keyframes import KeyframeSchedule
-    for ok in (None, "keys.json", {"keyframes": []}, [], KeyframeSchedule()):
+    for ok in (None, "keys.json", {"keyframes": []}, []):
         assert O.GenerateOptions(refine=ok).validate().refine is ok
-    for bad in ("", "  ", 3, b"keys.json", ("keys.json",)):
+    # a schedule object travels as its JSON object (the tab's panel: KeyframeSchedule.to_dict)
+    for bad in ("", "  ", 3, b"keys.json", ("keys.json",), KeyframeSchedule()):
         with pytest.raises(OptionError) as e:
             O.GenerateOptions(refine=bad).validate()
         assert str(e.value) == "--refine must be the path of a keyframes JSON file"  # exact: case too

@@ -343,7 +343,7 @@ def test_host_backend_arguments(clip):
     sched = KeyframeSchedule([Keyframe(frame=0, denoising_strength=0.45, seed=77, padding=24, mask_blur=5,
                                        prompt="sharp portrait", negative_prompt="blur", cfg_scale=6.5, steps=12,
                                        sampler="DPM++ 2M Karras")], mode="every", batch_size=3).validate()
-    stage = refine_stage_for(_opts(sched), host=host)
+    stage = refine_stage_for(_opts(sched.to_dict()), host=host)  # options carry a schedule as its JSON object
     assert isinstance(stage.backend, HostBackend)
     out, _ = run(stage, frames, lms)
     assert len(host.calls) == 2

@@ -134,8 +134,6 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
     c = panel.components
     assert panel.inputs == [c["enabled"], c["mode"], c["table"], c["batch_size"], c["same_noise"],
                             c["sd_checkpoint"], prompt, c["size"], c["size_px"]]
-    components, get_schedule = panel                          # (components dict, get_schedule) unpacking
-    assert components is c and get_schedule == panel.get_schedule
     assert c["table"].headers == HEADERS
     deps = compat.dependencies(blocks)
     targets = {t for d in deps for t in d["targets"]}
@@ -143,16 +141,25 @@ def test_panel_builds_and_is_wired_under_gradio3(built, tmp_path, request):
         assert c[name]._id in targets, name
     preview_dep = next(d for d in deps if c["preview_button"]._id in d["targets"])
     assert image._id in preview_dep["inputs"] and c["table"]._id in preview_dep["inputs"]
-    # values -> schedule / stages
+    # values -> schedule -> options -> the run plan's stage (refine_stage_for, as pipeline.plan_run calls it)
+    from sadtalker_ext.options import GenerateOptions
+    from sadtalker_ext.refine.stage import refine_stage_for
     defaults = panel.default_values()
-    assert panel.get_schedule(*defaults) is None and panel.stages(FakeHost(), *defaults) == []
+    off = panel.apply(GenerateOptions(refine="old.json", refine_mode="every", sd_checkpoint="x"), *defaults)
+    assert panel.get_schedule(*defaults) is None and (off.refine, off.refine_mode, off.sd_checkpoint) == (None,) * 3
+    assert refine_stage_for(off.validate(), host=FakeHost()) is None
     on = [True] + defaults[1:-3] + ["prompt from txt2img"] + defaults[-2:]
     sched = panel.get_schedule(*on)
     assert sched.defaults.prompt == "prompt from txt2img" and len(sched.keyframes) == 2
-    stages = panel.stages(FakeHost(native=64), *on)
-    assert len(stages) == 1 and stages[0].backend.name == "host:fake-webui"
+    opts = panel.apply(GenerateOptions(), *on).validate()
+    assert opts.refine == sched.to_dict() and opts.sd_checkpoint is None   # the checkpoint box is empty
+    stage = refine_stage_for(opts, host=FakeHost(native=64))
+    assert stage.backend.name == "host:fake-webui" and stage.schedule == sched
     with pytest.raises(DependencyError):
-        panel.stages(None, *on)
+        refine_stage_for(opts, host=None)
+    named = list(on)
+    named[panel.inputs.index(c["sd_checkpoint"])] = " model.safetensors "
+    assert panel.apply(GenerateOptions(), *named).sd_checkpoint == "model.safetensors"
     with pytest.raises(OptionError):
         panel.get_schedule(True, "every", [["x"] + [""] * 12], 4, True, "", "")
     # handlers
@@ -224,7 +231,7 @@ def test_panel_uses_no_gradio3_only_calls():
 ])
 def test_tab_crop_size_control_reaches_the_refine_stage(tmp_path, request, monkeypatch, astronaut, arctic_wav,
                                                          choice, pixels, side):
-    """The tab's crop-size controls go through the tab's Generate handler into the RefineStage it builds:
+    """The tab's crop-size controls go through the tab's Generate handler into the RefineStage the run plan builds:
     the img2img request the host gets has the chosen side (auto: the face crop's own, far below 512)."""
     pytest.importorskip("gradio")
     from sadtalker_ext import jobs
@@ -247,9 +254,10 @@ def test_tab_crop_size_control_reaches_the_refine_stage(tmp_path, request, monke
     seen = {}
 
     def run_job(job, image, audio, options, *, source_info=None, stages=(), **kw):
-        seen["stages"] = list(stages)
-        for stage in stages:   # the tab's stages on a real clip, through the host's img2img
-            list(stage(chunks_of(frames, lms), ctx_for(n)))
+        from sadtalker_ext.refine.stage import refine_stage_for
+        stage = refine_stage_for(options.validate(), host=job)   # the stage the run plan builds
+        seen["stages"] = list(stages) + [stage]
+        list(stage(chunks_of(frames, lms), ctx_for(n)))          # on a real clip, through the host's img2img
         raise OptionError("stop here")
     monkeypatch.setattr(jobs, "run_job", run_job)
     values = {comp: getattr(comp, "value", None) for comp in ui.gen_inputs}

@@ -4,6 +4,8 @@ venv, as in AUTOMATIC1111) and gradio 4.40 (a cached second venv, as in Forge), 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -245,16 +247,16 @@ def test_optional_parts_that_fail_do_not_break_the_tab(monkeypatch, tmp_path):
         raise RuntimeError("refine panel exploded")
     panel.build_refine_panel = build_refine_panel
     monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.refine_panel", panel)
-    real_find_spec = tab.importlib.util.find_spec
-    monkeypatch.setattr(tab.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda n, *a: object() if n == "sadtalker_ext.ui.refine_panel" else real_find_spec(n, *a))
-    real_import = tab.importlib.import_module
+    real_import = importlib.import_module
 
     def fake_import(name, *a):
         if name == "sadtalker_ext.audio.tts":
             raise OSError("libespeak-ng.so.1: cannot open shared object file")
         return real_import(name, *a)
-    monkeypatch.setattr(tab.importlib, "import_module", fake_import)
+    monkeypatch.setattr(importlib, "import_module", fake_import)
 
     def no_status(*a, **k):
         raise PermissionError("models folder unreadable")
@@ -276,12 +278,12 @@ def test_refine_panel_contract_is_wired_when_present(monkeypatch, tmp_path):
     def build_refine_panel(host=None, prompt=None, image=None):
         seen.update(host=host, prompt=prompt, image=image)
         strength = gr.Slider(0, 1, value=0.3, label="strength", elem_id="th_refine_strength")
-        return types.SimpleNamespace(inputs=[strength], stages=lambda host, s: ["stage", s])
+        return types.SimpleNamespace(inputs=[strength], apply=lambda options, s: options)
     panel = types.ModuleType("sadtalker_ext.ui.refine_panel")
     panel.build_refine_panel = build_refine_panel
     monkeypatch.setitem(sys.modules, "sadtalker_ext.ui.refine_panel", panel)
-    real_find_spec = tab.importlib.util.find_spec
-    monkeypatch.setattr(tab.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda n, *a: object() if n == "sadtalker_ext.ui.refine_panel" else real_find_spec(n, *a))
     host = LocalHost(output_dir=tmp_path)
     blocks = tab.build_blocks(host)

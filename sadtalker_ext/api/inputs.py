@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import ImageError, InputError, OptionError
+from ..frontend import host_defaults
 from .. import options as options_mod
 from ..options import GenerateOptions
 
@@ -228,16 +229,6 @@ def check_audio(data: bytes, limits: Limits) -> None:
         raise UnsupportedMediaType(f"the audio is {kind}, not a sound file; send wav, mp3, flac, ogg or m4a")
 
 
-def host_option_defaults(host) -> Dict[str, Any]:
-    """Options the host's settings choose (default engine, precision), for keys the request omits."""
-    out = {}
-    for key, setting in (("engine", "talking_head_default_engine"), ("precision", "talking_head_precision")):
-        value = host.setting(setting, None) if host is not None else None
-        if value:
-            out[key] = value
-    return out
-
-
 def parse_options(raw: Any, host=None) -> GenerateOptions:
     """GenerateOptions from a JSON object (or its text); the host's defaults fill omitted keys.
 
@@ -264,7 +255,7 @@ def parse_options(raw: Any, host=None) -> GenerateOptions:
     if raw.get("refine") is not None:  # the schedule is checked now, not when the job's turn comes
         from ..refine.keyframes import KeyframeSchedule
         KeyframeSchedule.from_dict(raw["refine"])
-    data = host_option_defaults(host)
+    data = host_defaults(host)
     data.update(raw)
     tuple_fields = {f.name for f in fields(GenerateOptions) if isinstance(f.default, tuple)}
     for name in tuple_fields & set(data):

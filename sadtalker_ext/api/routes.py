@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ..errors import AuthenticationError, CrossOriginRefused, DependencyError, InputError, TalkingHeadError
+from ..frontend import SETTING_ORIGINS
 from .auth import CredentialsArg, check_credentials, parse_credentials
 from .inputs import (IMAGE_SUFFIX, GenerateRequestData, Limits, PayloadTooLarge, UnsupportedMediaType, loads,
                      request_from_form, request_from_json)
@@ -103,8 +104,6 @@ async def _read_form(request: Request, body: bytes) -> Dict[str, tuple]:
     return out
 
 
-#: Setting (WebUI) with extra origins allowed to call the API, comma-separated; the default is none.
-SETTING_ORIGINS = "talking_head_api_origins"
 #: Header with which a client names its generate request, so that it can cancel it (``POST /generate/{id}/cancel``).
 JOB_HEADER = "x-talking-head-job"
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")

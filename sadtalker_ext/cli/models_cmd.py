@@ -22,10 +22,9 @@ import sys
 import time
 from typing import List, Mapping, Optional, Sequence, TextIO
 
-from ..errors import DownloadError
 from ..models import locate, registry
-from ..models.download import download
-from ..models.registry import ModelFile
+from ..models.download import download_missing
+from ..models.registry import ModelFile, format_size
 
 _STATE_LABEL = {
     locate.OK: "ok",
@@ -34,19 +33,6 @@ _STATE_LABEL = {
     locate.PARTIAL: "partial",
     locate.MISSING: "missing",
 }
-
-
-def format_size(n: Optional[int]) -> str:
-    """Bytes as a short human string (decimal MB / GB, as the release pages show them)."""
-    if n is None:
-        return "?"
-    if n >= 1_000_000_000:
-        return f"{n / 1e9:.2f} GB"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f} MB"
-    if n >= 1_000:
-        return f"{n / 1e3:.1f} kB"
-    return f"{n} B"
 
 
 def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
@@ -206,18 +192,18 @@ def _run_download(args: argparse.Namespace, where: dict, out: TextIO, err: TextI
     dest = locate.download_dir(where["checkpoints"], where["host_dir"], environ=where["environ"],
                                repo_dir=where["repo_dir"])
     timeout = getattr(args, "timeout", None) or 30.0
-    failures = 0
-    for spec in _selected(args):
-        current = locate.file_status(spec, dirs)
-        if current.state == locate.OK:
-            print(f"{spec.name}: already present at {current.path}", file=out)
-            continue
-        print(f"{spec.name}: downloading {format_size(spec.display_size)} to {dest}", file=out)
-        try:
-            path = download(spec, dest, progress=_ProgressLine(spec.name, err), timeout=timeout)
-        except DownloadError as exc:
-            failures += 1
-            print(str(exc), file=err)
-            continue
-        print(f"{spec.name}: ok ({path})", file=out)
+    failures = []
+
+    def report(spec: ModelFile, event: str, detail) -> None:
+        if event == "present":
+            print(f"{spec.name}: already present at {detail}", file=out)
+        elif event == "start":
+            print(f"{spec.name}: downloading {format_size(spec.display_size)} to {detail}", file=out)
+        elif event == "done":
+            print(f"{spec.name}: ok ({detail})", file=out)
+        else:
+            failures.append(detail)
+            print(str(detail), file=err)
+    download_missing(_selected(args), dirs, dest, progress_for=lambda spec: _ProgressLine(spec.name, err),
+                     timeout=timeout, report=report, keep_going=True)
     return 1 if failures else 0

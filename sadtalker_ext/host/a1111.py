@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import html
 import importlib
 import importlib.util
 import json
@@ -37,23 +36,23 @@ import logging
 import math
 import os
 import random
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from ..errors import GenerationInterrupted, InputError
+from ..frontend import (SETTING_DEFAULT_ENGINE, SETTING_KEEP_LOADED, SETTING_MODELS_DIR, SETTING_ORIGINS,
+                        SETTING_OUTPUT_DIR, SETTING_PRECISION, SETTING_SHOW_PATHS, TAB_ID, TAB_TITLE, error_tab,
+                        optional_module)
 from ..models.cache import MODELS, free_cuda_cache
 from ..options import ENGINES, PRECISIONS, GenerateOptions
 from ..refine.params import Img2ImgRequest
 
 log = logging.getLogger(__name__)
 
-TAB_TITLE = "Talking Head"
-TAB_ID = "talking_head"
-SECTION = ("talking_head", "Talking Head")
+SECTION = (TAB_ID, TAB_TITLE)
 DEFAULT_OUTPUT_DIR = os.path.join("outputs", "talking-head")
 #: Choices of the default-engine / precision settings: the options' own (sadtalker_ext.options).
 ENGINE_CHOICES = list(ENGINES)
@@ -61,24 +60,24 @@ PRECISION_CHOICES = list(PRECISIONS)
 
 #: The extension's settings: key -> (default, label, note).
 SETTINGS: Dict[str, Tuple[Any, str, str]] = {
-    "talking_head_models_dir": (
+    SETTING_MODELS_DIR: (
         "", "Models folder (SadTalker / Wav2Lip files)",
         "empty: models/SadTalker; the --talking-head-models-dir flag overrides this"),
-    "talking_head_output_dir": (
+    SETTING_OUTPUT_DIR: (
         DEFAULT_OUTPUT_DIR, "Output folder for videos and their JSON sidecars",
         "relative paths are inside the WebUI's data folder"),
-    "talking_head_default_engine": (
+    SETTING_DEFAULT_ENGINE: (
         GenerateOptions().engine, "Default engine", "auto: SadTalker when its model files and PyTorch are present, else lite"),
-    "talking_head_precision": (
+    SETTING_PRECISION: (
         GenerateOptions().precision, "Precision of the neural renderer",
         "fp16/bf16: faster on CUDA GPUs, slightly different frames; bf16 also on CPUs that have it natively"),
-    "talking_head_keep_models_loaded": (
+    SETTING_KEEP_LOADED: (
         True, "Keep models loaded between runs", "off: free the memory after every video"),
-    "talking_head_show_server_paths": (
+    SETTING_SHOW_PATHS: (
         False, "Show server folders in the tab (Checkpoint folder, lip-sync debug folder)",
         "off: shown only while the WebUI answers this machine alone (no --listen, --share, --ngrok, "
         "or --server-name other than localhost)"),
-    "talking_head_api_origins": (
+    SETTING_ORIGINS: (
         "", "Other sites allowed to call the Talking Head HTTP API",
         "comma-separated origins like https://site.example; empty: the WebUI's own pages only; restart to apply"),
 }
@@ -88,30 +87,6 @@ _LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
 
 #: How a WebUI user gets missing model files (error messages; the CLI's command is of no use there).
 WEBUI_DOWNLOAD_HINT = "click 'Download {engine} files' in the Models panel of the Talking Head tab"
-
-#: import name -> pip name, for the fix shown when an import fails.
-_PIP_NAMES = {"cv2": "opencv-python", "PIL": "Pillow", "skimage": "scikit-image", "av": "av",
-              "soundfile": "soundfile", "scipy": "scipy",
-              "onnxruntime": "onnxruntime", "pocketsphinx": "pocketsphinx", "librosa": "librosa",
-              "safetensors": "safetensors", "silero_vad": "silero-vad==6.2.3"}
-
-
-
-def _mediapipe_pip_args(protobuf: Optional[str] = None) -> str:
-    """What install.py installs for mediapipe in this venv, as pip arguments: the release that accepts the
-    host's protobuf (0.10.9 for protobuf 3.x - both WebUIs pin 3.20.0 -, else 0.10.21) with ``--no-deps``
-    and its dependencies minus opencv-contrib-python / jax (see ``install.py``'s ``MEDIAPIPE_FOR_*``)."""
-    if protobuf is None:
-        try:
-            from importlib.metadata import version
-            protobuf = version("protobuf")
-        except Exception:  # noqa: BLE001 - no protobuf yet: the newer release
-            protobuf = ""
-    major = protobuf.split(".")[0]
-    if major.isdigit() and int(major) < 4:
-        return "--no-deps mediapipe==0.10.9 absl-py attrs flatbuffers matplotlib"
-    return "--no-deps mediapipe==0.10.21 absl-py attrs flatbuffers matplotlib 'numpy<2'"
-
 
 # ------------------------------------------------------------------------------------------------
 # engine cache
@@ -143,13 +118,6 @@ def release_models() -> None:
 # ------------------------------------------------------------------------------------------------
 # the host
 # ------------------------------------------------------------------------------------------------
-
-def _optional_module(name: str):
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
-
 
 def _scheduler_argument(processing, scheduler: Optional[str]) -> Dict[str, str]:
     """``{"scheduler": name}`` for hosts whose processing takes a scheduler (A1111 >= 1.9, Forge):
@@ -193,17 +161,17 @@ class A1111Host:
         """``--talking-head-models-dir``, else the "Models folder" setting, else ``<models_path>/SadTalker``."""
         from modules import paths, shared
 
-        flag = getattr(shared.cmd_opts, "talking_head_models_dir", None)
+        flag = getattr(shared.cmd_opts, "talking_head_models_dir", None)  # --talking-head-models-dir
         if flag:
             return Path(os.path.expanduser(flag))
-        configured = self.setting("talking_head_models_dir", "")
+        configured = self.setting(SETTING_MODELS_DIR, "")
         if configured:
             return self._resolve(configured)
         return Path(paths.models_path) / "SadTalker"
 
     def output_dir(self) -> Path:
         """The "Output folder" setting (created); relative paths are inside the data folder."""
-        folder = self._resolve(self.setting("talking_head_output_dir", "") or DEFAULT_OUTPUT_DIR)
+        folder = self._resolve(self.setting(SETTING_OUTPUT_DIR, "") or DEFAULT_OUTPUT_DIR)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -280,7 +248,7 @@ class A1111Host:
         """
         from modules import call_queue, shared
 
-        progress = _optional_module("modules.progress")
+        progress = optional_module("modules.progress")
         task_id = f"task(talking-head-{uuid.uuid4().hex[:12]})"
         if progress is not None:
             progress.add_task_to_queue(task_id)
@@ -314,7 +282,7 @@ class A1111Host:
                     self._refining = False
                     if progress is not None:
                         progress.finish_task(task_id)
-                    if not self.setting("talking_head_keep_models_loaded", True):
+                    if not self.setting(SETTING_KEEP_LOADED, True):
                         release_models()
                     elif failed:
                         gc.collect()
@@ -324,7 +292,7 @@ class A1111Host:
         """Whether the tab may show server folders: the "Show server folders" setting, or a WebUI that
         answers this machine alone (no ``--listen``, ``--share``, ``--ngrok``; ``--server-name`` unset or
         a loopback name; no ``GRADIO_SERVER_NAME`` elsewhere)."""
-        if self.setting("talking_head_show_server_paths", False):
+        if self.setting(SETTING_SHOW_PATHS, False):
             return True
         from modules import shared
 
@@ -336,7 +304,7 @@ class A1111Host:
 
     def engine_for(self, options):
         """The engine for a run (see :func:`cached_engine`); used by :func:`sadtalker_ext.jobs.run_job`."""
-        keep = bool(self.setting("talking_head_keep_models_loaded", True))
+        keep = bool(self.setting(SETTING_KEEP_LOADED, True))
         return cached_engine(options.engine, options.checkpoints, self.models_dir(), keep=keep)
 
     # -- img2img and face restoration ---------------------------------------------------------------
@@ -520,7 +488,7 @@ def get_host() -> A1111Host:
 # ------------------------------------------------------------------------------------------------
 
 def _on_keep_loaded_changed() -> None:
-    if not get_host().setting("talking_head_keep_models_loaded", True):
+    if not get_host().setting(SETTING_KEEP_LOADED, True):
         release_models()
 
 
@@ -536,11 +504,11 @@ def on_ui_settings() -> None:
     items = {}
     for key, (default, label, note) in SETTINGS.items():
         component, args, onchange = None, None, None
-        if key == "talking_head_default_engine":
+        if key == SETTING_DEFAULT_ENGINE:
             component, args = radio, {"choices": ENGINE_CHOICES}
-        elif key == "talking_head_precision":
+        elif key == SETTING_PRECISION:
             component, args = radio, {"choices": PRECISION_CHOICES}
-        elif key == "talking_head_keep_models_loaded":
+        elif key == SETTING_KEEP_LOADED:
             onchange = _on_keep_loaded_changed
         info = shared.OptionInfo(default, label, component, args, onchange=onchange)
         items[key] = info.info(note) if note else info
@@ -581,8 +549,6 @@ def api_origins(host=None) -> Tuple[list, Optional[str]]:
     ``--cors-allow-origins-regex`` (None when unset): sites the WebUI's owner allowed are allowed by us too."""
     from modules import shared
 
-    from ..api.routes import SETTING_ORIGINS
-
     host = host if host is not None else get_host()
     parts = [host.setting(SETTING_ORIGINS, None) or "", getattr(shared.cmd_opts, "cors_allow_origins", None) or ""]
     origins = [o.strip() for p in parts for o in str(p).replace(";", ",").split(",") if o.strip()]
@@ -603,37 +569,6 @@ def on_app_started(demo, app) -> None:
 # ------------------------------------------------------------------------------------------------
 # the tab, its error fallback, and "Send to Talking Head"
 # ------------------------------------------------------------------------------------------------
-
-def _fix_for(exc: BaseException) -> str:
-    if isinstance(exc, ImportError):
-        missing = (getattr(exc, "name", None) or "").split(".")[0]
-        if missing and missing != "sadtalker_ext":
-            pip_name = _mediapipe_pip_args() if missing == "mediapipe" else _PIP_NAMES.get(missing, missing)
-            return (f"The Python package '{missing}' is missing: restart the WebUI so that the "
-                    f"extension's install.py installs it, or run '<webui python> -m pip install "
-                    f"{pip_name}' and restart.")
-        return ("The extension's files are incomplete: update or reinstall sd-talking-head "
-                "(Extensions tab -> Check for updates) and restart the WebUI.")
-    if isinstance(exc, TalkingHeadError):
-        return exc.message
-    return ("Restart the WebUI; if this persists, update sd-talking-head and report the details "
-            "below.")
-
-
-def error_tab(exc: BaseException, what: str = "the Talking Head tab could not be built"):
-    """A (blocks, title, elem_id) tab that shows ``exc`` in one line, how to fix it, and the traceback."""
-    import gradio as gr
-
-    message = " ".join(f"{type(exc).__name__}: {exc}".split())
-    details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    with gr.Blocks(analytics_enabled=False) as blocks:
-        gr.HTML(
-            f"<div id='talking_head_error'><h3>Talking Head: {html.escape(what)}</h3>"
-            f"<p><b>Error:</b> {html.escape(message)}</p>"
-            f"<p><b>Fix:</b> {html.escape(_fix_for(exc))}</p>"
-            f"<details><summary>Details</summary><pre>{html.escape(details)}</pre></details></div>")
-    return blocks, TAB_TITLE, TAB_ID
-
 
 class _SendTo:
     """State of one UI build: the results galleries, generation infos and our buttons."""
@@ -739,22 +674,7 @@ def _targets(ui) -> Optional[Dict[str, Any]]:
     "fields": [(component, infotext label), ...]}`` (image required; fields default to the prompts)."""
     func = getattr(ui, "send_to_targets", None)
     targets = func() if callable(func) else None
-    if targets is None:
-        return None
-    if not isinstance(targets, dict):
-        targets = {k: getattr(targets, k, None) for k in ("image", "prompt", "negative_prompt")}
-    return targets if targets.get("image") is not None else None
-
-
-def _listen(event, fn, inputs, outputs, js: str):
-    """``event(fn, inputs, outputs)`` with ``js`` run first in the browser (gradio 3's ``_js``, 4's ``js``;
-    Forge accepts both), unqueued and without a progress overlay."""
-    import inspect
-
-    params = inspect.signature(event).parameters
-    kwargs = {"js" if "js" in params else "_js": js, "queue": False}
-    kwargs["show_progress"] = "hidden" if "js" in params else False
-    return event(fn=fn, inputs=inputs, outputs=outputs, **kwargs)
+    return targets if targets and targets.get("image") is not None else None
 
 
 def _connect_send_to(ui, blocks=None) -> int:
@@ -768,11 +688,13 @@ def _connect_send_to(ui, blocks=None) -> int:
     added inside ``blocks`` (our tab's Blocks: the WebUI calls ``on_ui_tabs`` outside any Blocks and
     merges the tab's events into its page when it renders the tab).
     """
+    from ..ui import compat
+
     targets = _targets(ui)
     if targets is None or not _SEND_TO.buttons:
         _hide_send_buttons()
         return 0
-    infotext_utils = _optional_module("modules.infotext_utils") or \
+    infotext_utils = optional_module("modules.infotext_utils") or \
         importlib.import_module("modules.generation_parameters_copypaste")
     infotext_utils.add_paste_fields(TAB_ID, targets["image"], [])
     prompt = targets.get("prompt")
@@ -787,17 +709,14 @@ def _connect_send_to(ui, blocks=None) -> int:
         info = _SEND_TO.infotexts.get(tab)
         if prompt is not None and info is not None:
             with (blocks if blocks is not None else contextlib.nullcontext()):
-                _listen(button.click, prompt_for_send, [info, info], [prompt],
-                        _SELECTED_INDEX_JS.replace("{tab}", tab))
+                compat.listen(button.click, prompt_for_send, [info, info], [prompt],
+                              js=_SELECTED_INDEX_JS.replace("{tab}", tab), queue=False, show_progress=False)
         bound += 1
     return bound
 
 
 def _ui_module():
-    """The module with ``build_tab`` / ``send_to_targets``: ``sadtalker_ext.ui`` or its ``tab``."""
-    ui = importlib.import_module("sadtalker_ext.ui")
-    if hasattr(ui, "build_tab"):
-        return ui
+    """The module with ``build_tab`` / ``send_to_targets``: ``sadtalker_ext.ui.tab``."""
     return importlib.import_module("sadtalker_ext.ui.tab")
 
 

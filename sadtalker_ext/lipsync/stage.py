@@ -439,7 +439,7 @@ def lipsync_stage_for(options, *, host_dir=None, restore: Optional[Restorer] = N
     ``device``: default ``options.device`` ("auto": "cuda" when available, else "cpu");
     ``options.precision == "fp16"`` runs the network in float16 on CUDA.
     """
-    mode = getattr(options, "lipsync", "none")
+    mode = options.lipsync
     if mode == "none":
         return None
     ckpt = find_wav2lip_checkpoint(options.checkpoints, host_dir)
@@ -455,7 +455,7 @@ def lipsync_stage_for(options, *, host_dir=None, restore: Optional[Restorer] = N
     dev = resolve_device(device if device is not None else options.device)
     device = str(dev)
     half = resolve_dtype(options.precision, dev, supported=("fp32", "fp16")) == torch.float16
-    if restore is None and getattr(options, "restore", "none") != "none":
+    if restore is None and options.restore != "none":
         from .restore import find_restorer_file, load_restorer
         found = find_restorer_file(options.restore, options.checkpoints, host_dir)
         key = ("restorer", options.restore, file_key(found) if found else None, float(options.restore_fidelity),

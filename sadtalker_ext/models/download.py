@@ -33,10 +33,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .. import __version__
 from ..errors import DownloadError
+from . import locate
 from .registry import ModelFile
 
 ProgressFn = Callable[[int, Optional[int]], None]
@@ -273,3 +274,39 @@ def download(spec: ModelFile, dest_dir: PathArg, progress: Optional[ProgressFn] 
 
     reason = _describe(last_error) if last_error is not None else "no URL worked"
     raise DownloadError(f"Could not download {spec.name} ({reason}). {manual_hint(spec, dest)}")
+
+
+def download_missing(specs: Sequence[ModelFile], dirs: Sequence[Path], dest_dir: PathArg, *,
+                     progress_for: Optional[Callable[[ModelFile], Optional[ProgressFn]]] = None,
+                     timeout: float = 30.0, report: Optional[Callable[[ModelFile, str, Any], None]] = None,
+                     keep_going: bool = False) -> List[Path]:
+    """Every file of ``specs``, in order: its intact copy in ``dirs`` (:func:`~.locate.file_status` OK), else
+    :func:`download` ed into ``dest_dir``. Returns the paths of the files found or downloaded.
+
+    progress_for: ``progress_for(spec)`` gives the ``progress(done, total)`` of that file's download.
+    report: called as ``report(spec, event, detail)`` with event "present" (detail: the path found),
+    "start" (``dest_dir``), "done" (the downloaded path) or "failed" (the DownloadError).
+    keep_going: after a failed download go on with the next file; else its DownloadError is raised.
+    """
+    def tell(spec, event, detail):
+        if report is not None:
+            report(spec, event, detail)
+
+    paths: List[Path] = []
+    for spec in specs:
+        found = locate.file_status(spec, dirs)
+        if found.state == locate.OK:
+            paths.append(found.path)
+            tell(spec, "present", found.path)
+            continue
+        tell(spec, "start", dest_dir)
+        try:
+            path = download(spec, dest_dir, progress=progress_for(spec) if progress_for else None, timeout=timeout)
+        except DownloadError as exc:
+            if not keep_going:
+                raise
+            tell(spec, "failed", exc)
+            continue
+        paths.append(path)
+        tell(spec, "done", path)
+    return paths

@@ -237,6 +237,19 @@ ENGINES: Dict[str, EngineSpec] = {
 _BY_NAME: Dict[str, ModelFile] = {f.name: f for f in FILES}
 
 
+def format_size(n: Optional[int]) -> str:
+    """Bytes as a short human string (decimal kB / MB / GB, as the release pages show them); "?" for None."""
+    if n is None:
+        return "?"
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.2f} GB"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f} MB"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n} B"
+
+
 def get_file(name: str) -> ModelFile:
     """The :class:`ModelFile` called ``name`` (an alias also matches).
 

@@ -41,6 +41,7 @@ from typing import Any, Callable, Dict, Optional, Protocol, Tuple
 import numpy as np
 
 from ..errors import CheckpointError, DependencyError, InputError, OptionError, TalkingHeadError
+from ..frontend import SETTING_REFINE_NATIVE_SIZE
 from ..models.cache import MODELS, resolve_device, resolve_dtype
 from .params import Img2ImgRequest
 
@@ -113,7 +114,7 @@ class HostBackend:
             if v:
                 return int(v)
         setting = getattr(self.host, "setting", None)
-        v = setting("talking_head_refine_native_size", None) if callable(setting) else None
+        v = setting(SETTING_REFINE_NATIVE_SIZE, None) if callable(setting) else None
         return int(v) if v else 512
 
     def __call__(self, request: Img2ImgRequest) -> np.ndarray:

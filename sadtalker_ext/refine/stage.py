@@ -192,7 +192,7 @@ class RefineStage:
         """The img2img side for ``item``'s crop (``schedule.size``): "auto" = the crop's own size in the
         frame (the long side of the frame for "full"), rounded up to a multiple of 8, clamped to
         64 .. the model's native size; "native"; or the given pixels."""
-        want = getattr(self.schedule, "size", "native")
+        want = self.schedule.size
         native = self._native_size()
         if want == "native":
             return native
@@ -477,19 +477,18 @@ def refine_stage_for(options: Any, *, host: Any = None, portrait: Any = None, ba
     backend: overrides the backend choice. Raises OptionError / InputError (bad schedule),
     DependencyError (no model), CheckpointError (bad checkpoint) before any frame is rendered.
     """
-    refine = getattr(options, "refine", None)
+    refine = options.refine
     if refine is None or (isinstance(refine, str) and not refine.strip()):
         return None
     schedule = load_schedule(refine)
-    mode = getattr(options, "refine_mode", None)
+    mode = options.refine_mode
     if mode:
         schedule = replace(schedule, mode=mode)
     prompt, negative = portrait_prompt(portrait) if portrait is not None else ("", "")
     schedule = schedule.with_source_prompt(prompt, negative)
     if backend is None:
         from .backends import make_backend
-        backend = make_backend(host=host, sd_checkpoint=getattr(options, "sd_checkpoint", None),
-                               device=getattr(options, "device", "auto"),
-                               precision=getattr(options, "precision", "fp32"))
-    return RefineStage(schedule, backend, face_index=getattr(options, "face_index", 0), detect=detect,
-                       seed=getattr(options, "seed", 0), should_stop=should_stop)
+        backend = make_backend(host=host, sd_checkpoint=options.sd_checkpoint, device=options.device,
+                               precision=options.precision)
+    return RefineStage(schedule, backend, face_index=options.face_index, detect=detect,
+                       seed=options.seed, should_stop=should_stop)

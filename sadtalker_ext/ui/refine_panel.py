@@ -16,10 +16,11 @@ Wiring (used by :mod:`.tab`)::
     panel.inputs                       # components whose values generation needs, in order: enabled,
                                        # mode, table, batch size, same noise, [SD checkpoint], [prompt],
                                        # size choice, size pixels
-    panel.stages(host, *values)        # -> [RefineStage] (or [] when disabled) for run_job(stages=...)
+    panel.apply(options, *values)      # -> the GenerateOptions with the panel's refinement (the run
+                                       # plan, pipeline.plan_run, builds the RefineStage from them)
     panel.default_values()             # initial values of panel.inputs (None values also mean "off")
     panel.get_schedule(*values)        # -> KeyframeSchedule | None
-    components, get_schedule = panel   # the same, unpacked (components: dict name -> component)
+    panel.components                   # dict name -> component
 
 ``host`` (optional) is used for the status line and the preview; ``prompt`` (the tab's prompt
 textbox: the portrait's txt2img prompt) becomes the default refinement prompt; ``image`` (the tab's
@@ -273,10 +274,6 @@ class RefinePanel:
         self._has_prompt = has_prompt
         self._has_checkpoint = has_checkpoint
 
-    def __iter__(self):
-        yield self.components
-        yield self.get_schedule
-
     def default_values(self) -> list:
         """The initial values of :attr:`inputs`, in order (refinement switched off)."""
         vals = [False, "keyframes", [list(r) for r in EXAMPLE_ROWS], 4, True]
@@ -306,18 +303,18 @@ class RefinePanel:
                                  same_noise=bool(v["same_noise"]), size=v["size"])
         return sched.with_source_prompt((v["prompt"] or "").strip())
 
-    def stages(self, host: Any, *values) -> list:
-        """``[RefineStage]`` for ``run_job(stages=...)``, or [] when switched off. Raises OptionError /
-        DependencyError (no model: a one-line message for the tab's status)."""
+    def apply(self, options: Any, *values) -> Any:
+        """``options`` (a GenerateOptions, changed and returned) with the refinement the panel's values (in
+        :attr:`inputs` order) describe, for the run plan to build the stage from: ``refine`` = the schedule
+        as its JSON object (None when switched off), ``refine_mode`` None (the schedule's own),
+        ``sd_checkpoint`` = the standalone checkpoint box's name (None: the host's model; the tab accepts
+        it only inside the models folders). Raises OptionError for a bad table."""
         sched = self.get_schedule(*values)
-        if sched is None:
-            return []
-        from ..refine.backends import make_backend
-        from ..refine.stage import RefineStage
-        v = self._values(values)
-        host = host if host is not None else self.host
-        backend = make_backend(host=host, sd_checkpoint=_checkpoint(host, v["sd_checkpoint"]))
-        return [RefineStage(sched, backend)]
+        checkpoint = self._values(values)["sd_checkpoint"]
+        options.refine = sched.to_dict() if sched is not None else None
+        options.refine_mode = None
+        options.sd_checkpoint = (checkpoint.strip() or None) if isinstance(checkpoint, str) else None
+        return options
 
 
 def _checkpoint(host: Any, value: Any) -> Optional[str]:

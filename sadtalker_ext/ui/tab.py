@@ -17,10 +17,10 @@ one fails the rest of the tab still works, and :func:`build_tab` falls back to a
 and the fix if even the main tab cannot be built.
 
 Optional refinement panel (``sadtalker_ext/ui/refine_panel.py``): ``build_refine_panel(host=, prompt=,
-image=)`` (each argument only when its signature takes it), called inside the tab's layout, below the main
-row. It may return an object with ``inputs`` (a list of components) and ``stages(host, *values) -> list``
-(post stages for ``run_job(stages=...)``); anything else is shown but not wired into generation. While the
-panel is there, the options' own refinement section is hidden (it comes back if the panel fails to build).
+image=)``, called inside the tab's layout, below the main row, returns an object with ``inputs`` (a list of
+components) and ``apply(options, *values) -> options`` (the options with the panel's schedule and checkpoint;
+the run plan builds the refinement stage from them, as for every other front end). While the panel is
+there, the options' own refinement section is hidden (it comes back if the panel fails to build).
 
 The sidecar's ``source.image`` of a tab run: gradio hands the handler pixels, not a file, so the
 browser tells the file's name (:data:`IMAGE_UPLOAD_JS`, :data:`IMAGE_NAME_JS`): ``{"file": "<base name of
@@ -38,9 +38,6 @@ TTS (``sadtalker_ext.audio.tts``, shown only when importable): ``synthesize(text
 from __future__ import annotations
 
 import html
-import importlib
-import importlib.util
-import inspect
 import logging
 import math
 import re
@@ -52,19 +49,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GenerationInterrupted, InputError, TalkingHeadError
+from ..frontend import SETTING_MODELS_DIR, TAB_ID, TAB_TITLE, error_tab, host_defaults, optional_module
 from ..jobs import JobHost
-from ..options import ENGINES, GenerateOptions
+from ..options import GenerateOptions
 from . import compat, guard
 from .controls import SECTIONS, initial_value, option_specs, to_options
 
 log = logging.getLogger(__name__)
 
-TAB_TITLE = "Talking Head"
-TAB_ID = "talking_head"
-#: Settings read from the host (A1111 "Talking Head" settings section).
-SETTING_MODELS_DIR = "talking_head_models_dir"
-SETTING_DEFAULT_ENGINE = "talking_head_default_engine"
-SETTING_PRECISION = "talking_head_precision"
 #: Options whose initial value is a host setting (kept out of the WebUI's ui-config.json).
 SETTING_DRIVEN = ("engine", "precision")
 
@@ -154,29 +146,6 @@ def error_text(exc: BaseException) -> tuple:
                      "see the console for the traceback.")
 
 
-def _optional_module(name: str):
-    """Import ``name``; None when it is not there or fails to import (logged, never raised)."""
-    try:
-        if importlib.util.find_spec(name) is None:
-            return None
-    except (ImportError, ValueError):
-        return None
-    try:
-        return importlib.import_module(name)
-    except Exception:
-        log.warning("optional part %s failed to import; the tab works without it", name, exc_info=True)
-        return None
-
-
-def _format_size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}" if unit != "GB" else f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
 # --------------------------------------------------------------------------------------------- models
 #: Options the tab shows but takes from the server only (a client never names a server folder).
 SERVER_ONLY_OPTIONS = {"checkpoints": "set on the server: the models-folder setting (WebUI) or --models-dir"}
@@ -226,8 +195,8 @@ HOST_PROVIDED_SET = "restoration"
 
 def models_html(host, checkpoints: str | None = None) -> str:
     """The model-status panel: one row per registered file, where files go, which engines can run."""
+    from ..models import locate, registry
     try:
-        from ..models import locate
         where = model_dirs_args(host, checkpoints)
         dirs = locate.search_dirs(where["checkpoints"], where["host_dir"])
         states = locate.status(None, dirs)
@@ -248,7 +217,7 @@ def models_html(host, checkpoints: str | None = None) -> str:
             state = "missing" if s.spec.required else "missing (optional)"
         else:
             state = s.state.replace("-", " ")
-        size = _format_size(s.size if s.size is not None else s.spec.display_size)
+        size = registry.format_size(s.size if s.size is not None else s.spec.display_size)
         rows.append(f'<tr class="th-model-{html.escape(css)}"><td>{html.escape(s.name)}</td>'
                     f"<td>{html.escape(s.engine)}</td><td>{size}</td><td>{html.escape(state)}</td>"
                     f"<td>{html.escape(str(s.path) if s.path else '-')}</td></tr>")
@@ -264,23 +233,12 @@ def models_html(host, checkpoints: str | None = None) -> str:
 
 def download_set(host, engine: str, checkpoints: str | None = None, progress=None) -> list:
     """Download the default files of ``engine`` that are missing; returns the paths. Raises DownloadError."""
-    from ..models import locate, registry
-    from ..models.download import download
+    from ..models import download as dl, locate, registry
     where = model_dirs_args(host, checkpoints)
-    dest = locate.download_dir(where["checkpoints"], where["host_dir"])
     dirs = locate.search_dirs(where["checkpoints"], where["host_dir"])
-    paths = []
-    for spec in registry.default_downloads(engine):
-        found = locate.file_status(spec, dirs)
-        if found.state == locate.OK:
-            paths.append(found.path)
-            continue
-
-        def cb(done, total, _name=spec.name):
-            if progress is not None:
-                progress(_name, done, total)
-        paths.append(download(spec, dest, progress=cb))
-    return paths
+    dest = locate.download_dir(where["checkpoints"], where["host_dir"])
+    per_file = None if progress is None else (lambda spec: lambda done, total: progress(spec.name, done, total))
+    return dl.download_missing(registry.default_downloads(engine), dirs, dest, progress_for=per_file)
 
 
 # --------------------------------------------------------------------------------------------- the tab
@@ -293,7 +251,7 @@ class TalkingHeadUI:
         self.components: dict = {}
         self.option_components: list = []
         self.audio_components: list = []
-        self.tts = _optional_module("sadtalker_ext.audio.tts")
+        self.tts = optional_module("sadtalker_ext.audio.tts")
         self.refine = None
         self.refine_inputs: list = []
         self.refine_module = None
@@ -304,14 +262,7 @@ class TalkingHeadUI:
 
     # -- defaults --------------------------------------------------------------------------------
     def _host_defaults(self) -> GenerateOptions:
-        d = GenerateOptions()
-        engine = self.host.setting(SETTING_DEFAULT_ENGINE, None)
-        if engine in ENGINES:
-            d.engine = engine
-        precision = self.host.setting(SETTING_PRECISION, None)
-        if isinstance(precision, str) and precision in ("fp32", "fp16", "bf16"):
-            d.precision = precision
-        return d
+        return GenerateOptions(**host_defaults(self.host))
 
     def auto_engine_label(self) -> str:
         try:
@@ -326,7 +277,7 @@ class TalkingHeadUI:
     def build(self):
         gr = compat.gr()
         c = self.components
-        self.refine_module = _optional_module("sadtalker_ext.ui.refine_panel")
+        self.refine_module = optional_module("sadtalker_ext.ui.refine_panel")
         with gr.Blocks(analytics_enabled=False) as blocks:
             with gr.Row(elem_id="th_main"):
                 with gr.Column(scale=1, elem_id="th_inputs"):
@@ -473,16 +424,10 @@ class TalkingHeadUI:
     def _build_refine_panel(self):
         mod = self.refine_module
         try:
-            if mod is None or not hasattr(mod, "build_refine_panel"):
-                return
-            fn = mod.build_refine_panel
-            params = inspect.signature(fn).parameters
-            offer = {"host": self.host, "prompt": self.components["prompt"], "image": self.components["image"]}
-            panel = fn(**{k: v for k, v in offer.items() if k in params})
-            inputs = list(getattr(panel, "inputs", None) or [])
-            if inputs and callable(getattr(panel, "stages", None)):
-                self.refine = panel
-                self.refine_inputs = inputs
+            if mod is not None:
+                panel = mod.build_refine_panel(host=self.host, prompt=self.components["prompt"],
+                                               image=self.components["image"])
+                self.refine, self.refine_inputs = panel, list(panel.inputs)
         except Exception:
             log.warning("the img2img refinement panel failed to build; the tab works without it",
                         exc_info=True)
@@ -492,7 +437,7 @@ class TalkingHeadUI:
 
     def _build_batch_panel(self):
         """The Batch section (``sadtalker_ext/ui/batch_panel.py``); the tab works without it."""
-        mod = _optional_module("sadtalker_ext.ui.batch_panel")
+        mod = optional_module("sadtalker_ext.ui.batch_panel")
         try:
             self.batch = mod.build_batch_panel(self) if mod is not None else None
         except Exception:
@@ -568,8 +513,10 @@ class TalkingHeadUI:
             if audio is None and not tts_text:
                 raise InputError("add speech: upload an audio file, record one"
                                  + (", or type text to speak" if self.tts is not None else ""))
-            opts = self._server_side(to_options(self.specs, v["options"]))
-            stages = list(self.refine.stages(self.host, *v["refine"])) if self.refine is not None else []
+            opts = to_options(self.specs, v["options"])
+            if self.refine is not None:  # the panel's schedule and checkpoint; the run plan builds the stage
+                opts = self.refine.apply(opts, *v["refine"])
+            opts = self._server_side(opts)
         except Exception as exc:
             kind, text = error_text(exc)
             if not isinstance(exc, TalkingHeadError):
@@ -589,13 +536,11 @@ class TalkingHeadUI:
             try:
                 speech, extra = audio, {}
                 if speech is None:
-                    lang = getattr(opts, "language", None) or "en"
+                    lang = opts.language or "en"
                     speech, events = self._synthesize(tts_text, lang)
                     source_info.update(tts_text=tts_text, tts_language=lang)
-                    if events is not None and "phoneme_events" in inspect.signature(run_job).parameters:
-                        extra["phoneme_events"] = events
-                box["result"] = run_job(job, image, speech, opts, source_info=source_info, stages=stages,
-                                        **extra)
+                    extra["phoneme_events"] = events
+                box["result"] = run_job(job, image, speech, opts, source_info=source_info, **extra)
             except BaseException as exc:  # reported in the tab
                 box["error"] = exc
 
@@ -658,12 +603,12 @@ class TalkingHeadUI:
         opts.checkpoints = model_dirs_args(self.host)["checkpoints"]
         roots = guard.file_roots(self.host)
         for name in ("ref_eyeblink", "ref_pose", "refine"):
-            value = getattr(opts, name, None)
+            value = getattr(opts, name)
             if isinstance(value, (str, Path)) and str(value).strip():
                 setattr(opts, name, guard.check_file(value, roots, f"--{name.replace('_', '-')} file"))
-        debug = guard.confined_name(getattr(opts, "lipsync_debug", None), "the lip-sync debug folder")
+        debug = guard.confined_name(opts.lipsync_debug, "the lip-sync debug folder")
         opts.lipsync_debug = (str(self.host.output_dir() / "lipsync-debug" / debug) if debug else None)
-        if getattr(opts, "sd_checkpoint", None):
+        if opts.sd_checkpoint:
             opts.sd_checkpoint = sd_checkpoint_path(self.host, opts.sd_checkpoint)
         return opts.validate()
 
@@ -757,17 +702,6 @@ def build_blocks(host):
     return blocks
 
 
-def error_blocks(exc: BaseException):
-    """A minimal tab that shows why the real one could not be built, and what to do."""
-    gr = compat.gr()
-    kind, text = error_text(exc)
-    with gr.Blocks(analytics_enabled=False) as blocks:
-        compat.make("HTML", status_html("error", f"The Talking Head tab failed to load. {text} "
-                                        "Reinstall the extension's requirements (restart the WebUI, it runs "
-                                        "install.py) and check the console."), elem_id="th_load_error")
-    return blocks
-
-
 def build_tab(host):
     """``(blocks, "Talking Head", "talking_head")`` for A1111's ``script_callbacks.on_ui_tabs``.
 
@@ -778,7 +712,7 @@ def build_tab(host):
         blocks = build_blocks(host)
     except Exception as exc:
         log.exception("talking head: the tab failed to build")
-        blocks = error_blocks(exc)
+        return error_tab(exc, "the tab failed to load")
     return blocks, TAB_TITLE, TAB_ID
 
 
@@ -797,5 +731,5 @@ def send_to_targets() -> dict:
     return {"tabname": TAB_ID, "image": c["image"], "prompt": c["prompt"], "fields": [(c["prompt"], "Prompt")]}
 
 
-__all__ = ["build_tab", "build_blocks", "send_to_targets", "error_blocks", "TalkingHeadUI", "JobHost",
+__all__ = ["build_tab", "build_blocks", "send_to_targets", "TalkingHeadUI", "JobHost",
            "models_html", "download_set", "status_html", "TAB_TITLE", "TAB_ID"]
