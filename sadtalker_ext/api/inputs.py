@@ -190,12 +190,18 @@ def decode_base64(value: Any, what: str, limit: int) -> bytes:
     return data
 
 
+def _check_length(data: bytes, limit: int, what: str, empty: InputError) -> None:
+    """PayloadTooLarge when ``data`` is longer than ``limit`` bytes, ``empty`` when it has none."""
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the {what} is {len(data) / MB:.1f} MB; the limit is {limit / MB:.0f} MB")
+    if not data:
+        raise empty
+
+
 def check_image(data: bytes, limits: Limits) -> str:
     """Validate an uploaded image's size, type and pixel count; returns its kind ("PNG", ...)."""
-    if len(data) > limits.image_bytes:
-        raise PayloadTooLarge(f"the image is {len(data) / MB:.1f} MB; the limit is {limits.image_bytes / MB:.0f} MB")
-    if not data:
-        raise ImageError("the image is empty (0 bytes); send a PNG/JPEG/WebP portrait")
+    _check_length(data, limits.image_bytes, "image",
+                  ImageError("the image is empty (0 bytes); send a PNG/JPEG/WebP portrait"))
     kind = image_kind(data)
     if kind is None:
         raise UnsupportedMediaType(f"the image is {describe(data)}, not a picture; send a PNG, JPEG, "
@@ -220,10 +226,8 @@ def check_audio(data: bytes, limits: Limits) -> None:
     """Validate an uploaded audio file's size and refuse obvious non-audio (images, documents)."""
     from ..errors import AudioError
 
-    if len(data) > limits.audio_bytes:
-        raise PayloadTooLarge(f"the audio is {len(data) / MB:.1f} MB; the limit is {limits.audio_bytes / MB:.0f} MB")
-    if not data:
-        raise AudioError("the audio is empty (0 bytes); send a recording with speech")
+    _check_length(data, limits.audio_bytes, "audio",
+                  AudioError("the audio is empty (0 bytes); send a recording with speech"))
     kind = describe(data)
     if kind.startswith("a ") and not kind.startswith(("a WebM", "an MP4")):
         raise UnsupportedMediaType(f"the audio is {kind}, not a sound file; send wav, mp3, flac, ogg or m4a")

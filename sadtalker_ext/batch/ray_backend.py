@@ -28,7 +28,7 @@ from typing import Callable
 from ..errors import DependencyError, OptionError, TalkingHeadError
 from .jobsfile import BatchJob
 from .results import OutputFolder
-from .runner import Progress, Summary, is_permanent, plan, record, write_recovered
+from .runner import Summary, begin, is_permanent, record
 
 log = logging.getLogger(__name__)
 
@@ -183,12 +183,8 @@ def run_ray(jobs: list[BatchJob], out_dir: str | Path, *, address: str = "auto",
     t0 = time.perf_counter()
     summary = Summary()
     with OutputFolder(Path(out_dir)) as folder:
-        folder.remove_leftovers([j.output for j in jobs])  # what a killed run of these jobs left
-        p = plan(jobs, folder, retries)
-        summary.skipped, summary.given_up = len(p.skipped), len(p.given_up)
-        write_recovered(p, folder)
+        p, bars = begin(jobs, folder, retries, quiet, summary)
         todo = [(j, left) for j, left in p.todo]
-        bars = Progress(len(jobs), len(p.skipped) + len(p.given_up), quiet)
         if not todo:
             bars.close()
             summary.seconds = time.perf_counter() - t0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import InputError, TalkingHeadError
+from ..errors import GenerationInterrupted, InputError, TalkingHeadError
 from .jobsfile import BatchJob
 from .results import OutputFolder
 
@@ -93,6 +93,18 @@ def write_recovered(p: Plan, folder: OutputFolder) -> None:
         rec = record(job, "done", 0, 0.0, "recovered", info={"sidecar": Path(job.output).with_suffix(".json").name})
         rec["recovered"] = True
         folder.append(rec)
+
+
+def begin(jobs: list[BatchJob], folder: OutputFolder, retries: int, quiet: bool,
+          summary: "Summary") -> "tuple[Plan, Progress]":
+    """What every runner does first in its open output folder: remove what a killed run of these jobs left,
+    plan them (the jobs skipped as done and given up are counted in ``summary``), write the records the
+    plan recovered, and open the progress bars. Returns (plan, bars)."""
+    folder.remove_leftovers([j.output for j in jobs])
+    p = plan(jobs, folder, retries)
+    summary.skipped, summary.given_up = len(p.skipped), len(p.given_up)
+    write_recovered(p, folder)
+    return p, Progress(len(jobs), len(p.skipped) + len(p.given_up), quiet)
 
 
 def record(job: BatchJob, status: str, attempt: int, seconds: float, worker: str, *,
@@ -175,12 +187,8 @@ def run_local(jobs: list[BatchJob], out_dir: str | Path, *, retries: int = 2, qu
     t0 = time.perf_counter()
     summary = Summary()
     with OutputFolder(Path(out_dir)) as folder:
-        folder.remove_leftovers([j.output for j in jobs])  # what a killed run of these jobs left
-        p = plan(jobs, folder, retries)
-        summary.skipped, summary.given_up = len(p.skipped), len(p.given_up)
-        write_recovered(p, folder)
+        p, bars = begin(jobs, folder, retries, quiet, summary)
         worker = worker or Worker()
-        bars = Progress(len(jobs), len(p.skipped) + len(p.given_up), quiet)
         try:
             for job, left in p.todo:
                 used, before = 0, 1 + retries - left  # attempts of earlier runs
@@ -203,7 +211,7 @@ def run_local(jobs: list[BatchJob], out_dir: str | Path, *, retries: int = 2, qu
                     except Exception as exc:  # one job's failure is recorded; the batch goes on
                         if not isinstance(exc, TalkingHeadError):
                             log.warning("batch job %s failed", job.name, exc_info=True)
-                        if type(exc).__name__ == "GenerationInterrupted" and should_stop and should_stop():
+                        if isinstance(exc, GenerationInterrupted) and should_stop and should_stop():
                             raise KeyboardInterrupt from exc
                         folder.append(record(job, "failed", before + used, time.perf_counter() - attempt_t,
                                              worker.name, exc=exc))
@@ -227,4 +235,4 @@ def run_local(jobs: list[BatchJob], out_dir: str | Path, *, retries: int = 2, qu
     return summary
 
 
-__all__ = ["Plan", "Summary", "plan", "run_local", "record", "is_permanent"]
+__all__ = ["Plan", "Summary", "plan", "begin", "run_local", "record", "is_permanent"]
