@@ -43,11 +43,11 @@ MODULE[options]=sadtalker_ext/options.py
 # build covers the same options code)
 TESTS[options]="tests/test_option_bounds.py tests/test_options_schema.py tests/test_ui_build.py --deselect=tests/test_ui_build.py::test_blocks_build_and_events_are_wired_under_gradio4"
 MODULE[motion]=sadtalker_ext/motion/lite
-TESTS[motion]="tests/test_lite_motion_measured.py tests/test_lite_e2e.py tests/test_lite_inputs.py"
+TESTS[motion]="tests/test_lite_motion_values.py tests/test_lite_motion_measured.py tests/test_lite_e2e.py tests/test_lite_inputs.py"
 MODULE[stage]=sadtalker_ext/lipsync/stage.py
-TESTS[stage]="tests/test_glue_inputs.py tests/test_lipsync_stage.py tests/test_e2e_goldens.py tests/test_wav2lip_golden.py"
+TESTS[stage]="tests/test_lipsync_stage_values.py tests/test_glue_inputs.py tests/test_lipsync_stage.py tests/test_e2e_goldens.py tests/test_wav2lip_golden.py"
 MODULE[lite]=sadtalker_ext/engines/lite.py
-TESTS[lite]="tests/test_lite_e2e.py tests/test_lite_motion_measured.py tests/test_lite_inputs.py"
+TESTS[lite]="tests/test_lite_engine_values.py tests/test_lite_e2e.py tests/test_lite_motion_measured.py tests/test_lite_inputs.py"
 MODULE[sadtalker]=sadtalker_ext/engines/sadtalker.py
 TESTS[sadtalker]="tests/test_glue_inputs.py tests/test_e2e_goldens.py tests/test_sadtalker_engine.py"
 
