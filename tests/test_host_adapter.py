@@ -557,7 +557,7 @@ def test_send_to_talking_head_buttons(webui, monkeypatch):
     js = (REPO / "javascript" / "talking_head.js").read_text()
     assert "function switch_to_talking_head(" in js and "function recalculate_prompts_talking_head(" in js
     params = infotext_utils.parse_generation_parameters(
-        sadtalker_ext.host.a1111._first_infotext(json.dumps({
+        sadtalker_ext.host.a1111_tab._first_infotext(json.dumps({
             "infotexts": ["grid", "an astronaut\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1"],
             "index_of_first_image": 1})))
     assert params["Prompt"] == "an astronaut" and params["Negative prompt"] == "blurry"

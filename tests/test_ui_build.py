@@ -216,7 +216,7 @@ def test_gradio3_only_calls_are_not_used():
     """The tab's code never calls .style(), _js= or gr.X.update directly (only through compat)."""
     import re
     bad = re.compile(r"\.style\(|\b_js=|\bgr\.\w+\.update\(|[(,]\s*source=|[(,]\s*tool=")
-    for name in ("tab.py", "standalone.py", "controls.py"):
+    for name in ("tab.py", "layout.py", "standalone.py", "controls.py"):
         text = (REPO / "sadtalker_ext" / "ui" / name).read_text()
         assert not bad.findall(text), f"gradio-3-only call in ui/{name}: {bad.findall(text)}"
     assert bad.findall("x.style(h=1); b.click(f, _js='x'); gr.Image.update(value=1); gr.Audio(source='mic')")

@@ -27,6 +27,12 @@ Loaded modules are cached per process (:data:`sadtalker_ext.models.cache.MODELS`
 read once however many runs and engine instances there are. ``--seed`` makes a run repeatable:
 the PoseVAE noise comes from a ``torch.Generator`` and the blink schedule from a ``random.Random``,
 both seeded with it.
+
+Why one module of ~600 lines: it is one engine's three-step interface (``prepare`` / ``motion`` /
+``frames``) over one bundle of loaded networks (``_Models``) and its two per-run records
+(:class:`SadTalkerSource`, :class:`SadTalkerMotion`); the networks, the mel features, the face crop and
+the paste-back already live in their stage packages (``motion/sadtalker``, ``render/facevid2vid``,
+``audio``, ``face``), and what remains here is the glue between them that each step shares.
 """
 from __future__ import annotations
 

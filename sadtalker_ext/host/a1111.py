@@ -5,7 +5,8 @@
 * models folder: ``--talking-head-models-dir`` (``preload.py``), else the "Models folder" setting,
   else ``<models_path>/SadTalker``; output folder: the "Output folder" setting (default
   ``outputs/talking-head``; relative paths are inside the WebUI's data folder, ``--data-dir``);
-* settings: ``shared.opts`` ("Talking Head" section, keys ``talking_head_*``, see :data:`SETTINGS`);
+* settings: ``shared.opts`` ("Talking Head" section, keys ``talking_head_*``, see :data:`SETTINGS` in
+  :mod:`.a1111_settings`);
 * a generation is a WebUI job: :meth:`A1111Host.job` holds ``modules.call_queue.queue_lock`` (so it
   never runs on the GPU beside txt2img/img2img), brackets the run with ``shared.state.begin/end``
   and registers a task with ``modules.progress``; :meth:`A1111Host.progress` writes frames
@@ -21,66 +22,37 @@
   drops them all after every job; after a failed run the CUDA cache is emptied.
 
 :func:`register` wires the extension into the WebUI (called by ``scripts/talking_head.py``): the
-tab (``on_ui_tabs``; a tab showing the error and its fix when the UI cannot be built), the settings
-(``on_ui_settings``), the HTTP API (``on_app_started``) and the "Send to Talking Head" buttons
-beside the txt2img/img2img results (``on_after_component`` + ``modules.infotext_utils``).
+tab (``on_ui_tabs``; a tab showing the error and its fix when the UI cannot be built) and the "Send to
+Talking Head" buttons beside the txt2img/img2img results (``on_after_component`` +
+``modules.infotext_utils``) from :mod:`.a1111_tab`; the settings (``on_ui_settings``) and the HTTP API
+(``on_app_started``) from :mod:`.a1111_settings`. The adapter is these three modules, split by what they
+serve; the names tests and scripts use are importable from this one.
 """
 from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import importlib.util
-import json
 import logging
 import math
 import os
 import random
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
 from ..errors import GenerationInterrupted, InputError
-from ..frontend import (SETTING_DEFAULT_ENGINE, SETTING_KEEP_LOADED, SETTING_MODELS_DIR, SETTING_ORIGINS,
-                        SETTING_OUTPUT_DIR, SETTING_PRECISION, SETTING_SHOW_PATHS, TAB_ID, TAB_TITLE, error_tab,
-                        optional_module)
+from ..frontend import (SETTING_KEEP_LOADED, SETTING_MODELS_DIR, SETTING_OUTPUT_DIR, SETTING_SHOW_PATHS, TAB_ID,
+                        TAB_TITLE, error_tab, optional_module)
 from ..models.cache import MODELS, free_cuda_cache
-from ..options import ENGINES, PRECISIONS, GenerateOptions
 from ..refine.params import Img2ImgRequest
+from .a1111_settings import (DEFAULT_OUTPUT_DIR, ENGINE_CHOICES, PRECISION_CHOICES, SETTINGS, api_credentials,
+                             api_origins, on_app_started, on_ui_settings)
+from .a1111_tab import _SEND_TO, on_after_component, on_ui_tabs, prompt_for_send
 
 log = logging.getLogger(__name__)
-
-SECTION = (TAB_ID, TAB_TITLE)
-DEFAULT_OUTPUT_DIR = os.path.join("outputs", "talking-head")
-#: Choices of the default-engine / precision settings: the options' own (sadtalker_ext.options).
-ENGINE_CHOICES = list(ENGINES)
-PRECISION_CHOICES = list(PRECISIONS)
-
-#: The extension's settings: key -> (default, label, note).
-SETTINGS: Dict[str, Tuple[Any, str, str]] = {
-    SETTING_MODELS_DIR: (
-        "", "Models folder (SadTalker / Wav2Lip files)",
-        "empty: models/SadTalker; the --talking-head-models-dir flag overrides this"),
-    SETTING_OUTPUT_DIR: (
-        DEFAULT_OUTPUT_DIR, "Output folder for videos and their JSON sidecars",
-        "relative paths are inside the WebUI's data folder"),
-    SETTING_DEFAULT_ENGINE: (
-        GenerateOptions().engine, "Default engine", "auto: SadTalker when its model files and PyTorch are present, else lite"),
-    SETTING_PRECISION: (
-        GenerateOptions().precision, "Precision of the neural renderer",
-        "fp16/bf16: faster on CUDA GPUs, slightly different frames; bf16 also on CPUs that have it natively"),
-    SETTING_KEEP_LOADED: (
-        True, "Keep models loaded between runs", "off: free the memory after every video"),
-    SETTING_SHOW_PATHS: (
-        False, "Show server folders in the tab (Checkpoint folder, lip-sync debug folder)",
-        "off: shown only while the WebUI answers this machine alone (no --listen, --share, --ngrok, "
-        "or --server-name other than localhost)"),
-    SETTING_ORIGINS: (
-        "", "Other sites allowed to call the Talking Head HTTP API",
-        "comma-separated origins like https://site.example; empty: the WebUI's own pages only; restart to apply"),
-}
 
 #: --server-name values that keep the WebUI on this machine.
 _LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}
@@ -483,264 +455,6 @@ def get_host() -> A1111Host:
     return _HOST
 
 
-# ------------------------------------------------------------------------------------------------
-# settings, API auth
-# ------------------------------------------------------------------------------------------------
-
-def _on_keep_loaded_changed() -> None:
-    if not get_host().setting(SETTING_KEEP_LOADED, True):
-        release_models()
-
-
-def on_ui_settings() -> None:
-    """Register the "Talking Head" settings section (see :data:`SETTINGS`)."""
-    from modules import shared
-
-    try:
-        import gradio as gr
-        radio = gr.Radio
-    except ImportError:  # pragma: no cover - the WebUI always has gradio
-        radio = None
-    items = {}
-    for key, (default, label, note) in SETTINGS.items():
-        component, args, onchange = None, None, None
-        if key == SETTING_DEFAULT_ENGINE:
-            component, args = radio, {"choices": ENGINE_CHOICES}
-        elif key == SETTING_PRECISION:
-            component, args = radio, {"choices": PRECISION_CHOICES}
-        elif key == SETTING_KEEP_LOADED:
-            onchange = _on_keep_loaded_changed
-        info = shared.OptionInfo(default, label, component, args, onchange=onchange)
-        items[key] = info.info(note) if note else info
-    section = SECTION
-    try:  # v1.6+: a category of our own, so the settings page does not list us under "Uncategorized"
-        from modules.options import categories
-        categories.register_category(SECTION[0], SECTION[1])
-        section = (*SECTION, SECTION[0])
-    except (ImportError, AttributeError):
-        pass
-    for key, info in shared.options_section(section, items).items():
-        shared.opts.add_option(key, info)
-
-
-def api_credentials() -> Optional[Dict[str, str]]:
-    """Users allowed on our API routes: ``--api-auth`` ("user:pass,user2:pass2"); when only the UI
-    is protected (``--gradio-auth`` / ``--gradio-auth-path``) those users, so the API is never more
-    open than the UI. None when neither is set."""
-    from modules import shared
-
-    from ..api.auth import parse_credentials
-
-    opts = shared.cmd_opts
-    spec = getattr(opts, "api_auth", None)
-    if not spec:
-        parts = [getattr(opts, "gradio_auth", None) or ""]
-        auth_path = getattr(opts, "gradio_auth_path", None)
-        if auth_path and os.path.isfile(auth_path):
-            with open(auth_path, encoding="utf8") as f:
-                parts += [line.strip() for line in f if line.strip()]
-        spec = ",".join(p for p in parts if p)
-    return parse_credentials(spec) if spec else None
-
-
-def api_origins(host=None) -> Tuple[list, Optional[str]]:
-    """(origins, regex) that may call our API besides the WebUI's own pages: the ``talking_head_api_origins``
-    setting plus the WebUI's own ``--cors-allow-origins`` (comma-separated), and its
-    ``--cors-allow-origins-regex`` (None when unset): sites the WebUI's owner allowed are allowed by us too."""
-    from modules import shared
-
-    host = host if host is not None else get_host()
-    parts = [host.setting(SETTING_ORIGINS, None) or "", getattr(shared.cmd_opts, "cors_allow_origins", None) or ""]
-    origins = [o.strip() for p in parts for o in str(p).replace(";", ",").split(",") if o.strip()]
-    regex = getattr(shared.cmd_opts, "cors_allow_origins_regex", None) or None
-    return origins, regex
-
-
-def on_app_started(demo, app) -> None:
-    """Mount ``/talking-head/v1/*`` on the WebUI's FastAPI app, behind :func:`api_credentials`, open to the
-    WebUI's own pages and :func:`api_origins`."""
-    from .. import api
-
-    host = get_host()
-    origins, regex = api_origins(host)
-    api.mount(app, host, auth=api_credentials(), allowed_origins=origins, allowed_origin_regex=regex)
-
-
-# ------------------------------------------------------------------------------------------------
-# the tab, its error fallback, and "Send to Talking Head"
-# ------------------------------------------------------------------------------------------------
-
-class _SendTo:
-    """State of one UI build: the results galleries, generation infos and our buttons."""
-
-    def __init__(self):
-        self.galleries: Dict[str, Any] = {}
-        self.infotexts: Dict[str, Any] = {}
-        self.buttons: List[Tuple[str, Any]] = []
-
-    def clear(self):
-        self.__init__()
-
-
-_SEND_TO = _SendTo()
-_SOURCE_TABS = ("txt2img", "img2img")
-
-
-def _generation_info(generation_info: str) -> dict:
-    try:
-        info = json.loads(generation_info or "")
-    except (ValueError, TypeError):
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def _first_infotext(generation_info: str) -> str:
-    """The infotext of the first image of a generation_info JSON (what the WebUI shows first)."""
-    info = _generation_info(generation_info)
-    try:
-        texts = info.get("infotexts") or []
-        first = int(info.get("index_of_first_image", 0) or 0)
-        return texts[first] if first < len(texts) else (texts[0] if texts else "")
-    except (ValueError, TypeError, AttributeError, IndexError):
-        return ""
-
-
-def prompt_for_send(generation_info: str, gallery_index: Any = -1) -> str:
-    """The prompt of the gallery image "Send to Talking Head" sends, from the results' generation_info
-    JSON (``all_prompts`` per image; a grid in front counts in ``index_of_first_image``).
-
-    gallery_index: the selected thumbnail (-1 or the grid: the first image). The prompt text is
-    returned as it was generated (no infotext parsing); "" when the JSON holds none.
-    """
-    info = _generation_info(generation_info)
-    try:
-        index = int(float(gallery_index))
-    except (TypeError, ValueError):
-        index = -1
-    try:
-        first = int(info.get("index_of_first_image", 0) or 0)
-    except (TypeError, ValueError):
-        first = 0
-    prompts = info.get("all_prompts")
-    if isinstance(prompts, list) and prompts:
-        i = index - first if index >= first else 0
-        prompt = prompts[i] if i < len(prompts) else prompts[0]
-        if isinstance(prompt, str):
-            return prompt
-    if isinstance(info.get("prompt"), str):
-        return info["prompt"]
-    text = _first_infotext(generation_info)
-    return text.split("\nNegative prompt:")[0].rsplit("\nSteps: ", 1)[0].strip() if text else ""
-
-
-#: Browser side of our prompt hand-over: the thumbnail selected in the sending tab's gallery.
-_SELECTED_INDEX_JS = ("(info, index) => [info, (typeof selected_gallery_index_id === 'function') ? "
-                      "selected_gallery_index_id('{tab}_gallery') : -1]")
-
-
-def _new_button(tab: str):
-    kwargs = dict(elem_id=f"{tab}_send_to_{TAB_ID}", tooltip="Send image and prompt to the Talking Head tab.")
-    try:
-        from modules.ui_components import ToolButton
-        return ToolButton("\U0001f5e3\ufe0f", **kwargs)
-    except Exception:  # WebUI without ToolButton: a plain small button
-        import gradio as gr
-        kwargs.pop("tooltip")
-        return gr.Button("\U0001f5e3\ufe0f", elem_classes=["tool"], **kwargs)
-
-
-def on_after_component(component, **kwargs) -> None:
-    """Add a "Send to Talking Head" button after each results panel's "Send to extras" button and
-    remember the gallery and generation info it sends from (wired in :func:`on_ui_tabs`)."""
-    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
-    if not elem_id:
-        return
-    for tab in _SOURCE_TABS:
-        if elem_id == f"{tab}_gallery":
-            _SEND_TO.galleries[tab] = component
-        elif elem_id == f"{tab}_send_to_extras":
-            _SEND_TO.buttons.append((tab, _new_button(tab)))
-        elif elem_id == f"generation_info_{tab}":
-            _SEND_TO.infotexts[tab] = component
-
-
-def _hide_send_buttons() -> None:
-    for _, button in _SEND_TO.buttons:
-        button.visible = False
-
-
-def _targets(ui) -> Optional[Dict[str, Any]]:
-    """``ui.send_to_targets()``: ``{"image": component, "prompt": ..., "negative_prompt": ...,
-    "fields": [(component, infotext label), ...]}`` (image required; fields default to the prompts)."""
-    func = getattr(ui, "send_to_targets", None)
-    targets = func() if callable(func) else None
-    return targets if targets and targets.get("image") is not None else None
-
-
-def _connect_send_to(ui, blocks=None) -> int:
-    """Bind our buttons to the tab's image/prompt components; returns how many were bound.
-
-    The image goes through the host's paste-params registry (``register_paste_params_button``, which
-    also switches to our tab). The prompt does not: the host's paste handler returns a list of
-    updates, and with a single registered field gradio puts that whole list into it (the prompt box
-    showed ``[{'value': ..., '__type__': 'generic_update'}]`` on A1111, ``[{'__type__': 'update'}]``
-    on Forge). Our own click handler (:func:`prompt_for_send`) fills the prompt box instead; it is
-    added inside ``blocks`` (our tab's Blocks: the WebUI calls ``on_ui_tabs`` outside any Blocks and
-    merges the tab's events into its page when it renders the tab).
-    """
-    from ..ui import compat
-
-    targets = _targets(ui)
-    if targets is None or not _SEND_TO.buttons:
-        _hide_send_buttons()
-        return 0
-    infotext_utils = optional_module("modules.infotext_utils") or \
-        importlib.import_module("modules.generation_parameters_copypaste")
-    infotext_utils.add_paste_fields(TAB_ID, targets["image"], [])
-    prompt = targets.get("prompt")
-    bound = 0
-    for tab, button in _SEND_TO.buttons:
-        gallery = _SEND_TO.galleries.get(tab)
-        if gallery is None:
-            button.visible = False
-            continue
-        infotext_utils.register_paste_params_button(infotext_utils.ParamBinding(
-            paste_button=button, tabname=TAB_ID, source_image_component=gallery))
-        info = _SEND_TO.infotexts.get(tab)
-        if prompt is not None and info is not None:
-            with (blocks if blocks is not None else contextlib.nullcontext()):
-                compat.listen(button.click, prompt_for_send, [info, info], [prompt],
-                              js=_SELECTED_INDEX_JS.replace("{tab}", tab), queue=False, show_progress=False)
-        bound += 1
-    return bound
-
-
-def _ui_module():
-    """The module with ``build_tab`` / ``send_to_targets``: ``sadtalker_ext.ui.tab``."""
-    return importlib.import_module("sadtalker_ext.ui.tab")
-
-
-def on_ui_tabs():
-    """The tab (``sadtalker_ext.ui.build_tab``); an error tab when it cannot be built. Never raises."""
-    try:
-        try:
-            ui = _ui_module()
-            result = ui.build_tab(get_host())
-        except Exception as exc:
-            log.exception("sd-talking-head: building the tab failed")
-            _hide_send_buttons()
-            return [error_tab(exc)]
-        tabs = [result] if isinstance(result, tuple) else list(result)
-        try:
-            _connect_send_to(ui, tabs[0][0])
-        except Exception:
-            log.exception("sd-talking-head: 'Send to Talking Head' buttons are disabled")
-            _hide_send_buttons()
-        return tabs
-    finally:
-        _SEND_TO.clear()
-
-
 def register() -> None:
     """Register every WebUI callback of the extension (called once per script load)."""
     from modules import script_callbacks
@@ -756,4 +470,6 @@ def register() -> None:
 
 
 __all__ = ["A1111Host", "get_host", "register", "release_models", "cached_engine", "free_cuda_cache",
-           "error_tab", "api_credentials", "SETTINGS", "TAB_ID", "TAB_TITLE"]
+           "error_tab", "api_credentials", "api_origins", "on_app_started", "on_ui_settings", "on_ui_tabs",
+           "on_after_component", "prompt_for_send", "SETTINGS", "ENGINE_CHOICES", "PRECISION_CHOICES",
+           "DEFAULT_OUTPUT_DIR", "TAB_ID", "TAB_TITLE"]

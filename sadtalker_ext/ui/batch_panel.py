@@ -143,7 +143,7 @@ class BatchPanel:
         """Generator handler: yields (status, gallery, files, zip, job token) updates."""
         from ..batch.runner import run_local
         from ..jobs import JobHost
-        from .tab import error_text, status_html
+        from .status import error_text, status_html
         keep = compat.update()
         try:
             folder = Path(self.host.output_dir()) / f"batch-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"

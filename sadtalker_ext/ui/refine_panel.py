@@ -322,7 +322,7 @@ def _checkpoint(host: Any, value: Any) -> Optional[str]:
     text = (value or "").strip() if isinstance(value, str) else ""
     if not text:
         return None
-    from .tab import sd_checkpoint_path
+    from .models_panel import sd_checkpoint_path
     return sd_checkpoint_path(host, text)
 
 

@@ -29,8 +29,9 @@ def read_css() -> str:
 
 def create(host: LocalHost):
     """The standalone Blocks: the tab inside a page with a title and the extension's CSS."""
+    from ..frontend import TAB_TITLE
     from . import compat
-    from .tab import TAB_TITLE, build_blocks
+    from .tab import build_blocks
     gr = compat.gr()
     tab = build_blocks(host)  # built outside the page, then rendered into it, as the WebUI does
     with gr.Blocks(title=TAB_TITLE, css=read_css(), analytics_enabled=False) as page:

@@ -55,6 +55,13 @@ process, best of alternating rounds): the straightforward per-frame forward 3.2-
 
 Source followed: OpenTalker/SadTalker ``src/facerender/modules/{generator,dense_motion,util}.py`` and
 ``make_animation.py`` (what is computed); the rewrites are ours.
+
+Why one module of ~900 lines: it is one function (the official generator's forward) rewritten. The
+private pieces above :class:`FaceRenderer` (folded batch norms, phase up-convolutions, the Winograd / FFT
+choices, the fused SPADE residual blocks, the translated-grid sampling) are exact only together with the
+order in which :meth:`FaceRenderer.render` calls them (which tensors it owns and may overwrite in place,
+which normalisations it hoists before an up-sampling), and the goldens check them only as that whole;
+the self-contained kernels already live apart (:mod:`.winograd`, :mod:`.spectral`, :mod:`.alloc`).
 """
 from __future__ import annotations
 
