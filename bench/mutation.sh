@@ -49,7 +49,7 @@ TESTS[stage]="tests/test_lipsync_stage_values.py tests/test_glue_inputs.py tests
 MODULE[lite]=sadtalker_ext/engines/lite.py
 TESTS[lite]="tests/test_lite_engine_values.py tests/test_lite_e2e.py tests/test_lite_motion_measured.py tests/test_lite_inputs.py"
 MODULE[sadtalker]=sadtalker_ext/engines/sadtalker.py
-TESTS[sadtalker]="tests/test_glue_inputs.py tests/test_e2e_goldens.py tests/test_sadtalker_engine.py"
+TESTS[sadtalker]="tests/test_sadtalker_engine_values.py tests/test_glue_inputs.py tests/test_e2e_goldens.py tests/test_sadtalker_engine.py"
 
 # not `python -m mutmut`: the mutants import mutmut.__main__, which must be the module that runs
 mutmut() { "$PY" -c 'import sys; from mutmut.__main__ import cli; sys.argv[0] = "mutmut"; cli()' "$@"; }
