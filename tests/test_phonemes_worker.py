@@ -14,7 +14,7 @@ import pytest
 
 from sadtalker_ext.audio import phonemes
 from sadtalker_ext.audio.decode import load_audio
-from sadtalker_ext.errors import DependencyError, GenerationInterrupted
+from sadtalker_ext.errors import AudioError, DependencyError, GenerationInterrupted
 
 pytest.importorskip("pocketsphinx")
 TRANSCRIPT = "and you always want to see it in the superlative degree"
@@ -113,9 +113,9 @@ def test_worker_reads_long_speech_by_segment_from_file_or_pipe(speech):
     with tempfile.TemporaryFile() as f:
         f.write(np.ones(8, "<f4").tobytes())
         f.flush()
-        short = phonemes._FileSamples(f.fileno(), 0, 10)
+        short = phonemes.SpooledSamples(f.fileno(), 0, 10)
         assert short[2:6].tolist() == [1.0] * 4
-        with pytest.raises(SystemExit, match="ended before sample 10 of 10"):
+        with pytest.raises(AudioError, match="ended before sample 10 of 10"):
             short[0:10]
         with pytest.raises(IndexError):
             short[::2]

@@ -1,11 +1,16 @@
 """Decode speech from any common container (wav/mp3/flac/ogg/m4a/mp4...) with PyAV.
 
-The whole track is decoded to float32 PCM; speech is small next to video frames (60 s at 48 kHz
-mono is 11 MB), so this does not break the flat-memory promise for frames.
+:func:`load_audio` decodes the whole track to float32 PCM in memory (60 s at 48 kHz mono is 11 MB,
+30 minutes 345 MB): what the SadTalker engine and the lip-sync stage read. :func:`spool_audio` decodes it
+block by block into a temporary file at the 16 kHz analysis rate (:class:`SpooledClip`), read back by
+slices: what the lite engine analyses, so its memory does not grow with the speech's length;
+:func:`iter_audio` decodes it again block by block for the writer.
 """
 from __future__ import annotations
 
 import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,21 +85,19 @@ class AudioClip:
         return resample_poly(self.samples, rate // g, self.sample_rate // g).astype(np.float32)
 
 
-def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> AudioClip:
-    """Decode the first audio stream of ``path`` to mono float32 at its own sample rate.
-
-    Stereo and multichannel audio is averaged to mono. Raises :class:`AudioError` when the file is
-    missing, unreadable, has no audio stream, decodes to no samples, or is longer than ``max_seconds``.
-    """
+@contextmanager
+def _decoding(p: Path, max_seconds: float):
+    """Open ``p``'s first audio stream for decoding: yields ``(rate, estimate, blocks)`` where rate is its
+    sample rate (Hz, checked), estimate its length in samples from the header (or None) and blocks an
+    iterator of float32 mono blocks at that rate (NaN/inf -> 0, clipped to [-1, 1]; a few thousand
+    samples each). Raises AudioError for a missing, empty, undecodable or over-long file, also while
+    the blocks are read."""
     import av
 
-    p = Path(path)
     if not p.is_file():
         raise AudioError(f"audio file not found: {p}; give the path of a wav/mp3/flac/ogg/m4a file")
     if p.stat().st_size == 0:
         raise AudioError(f"audio file {p.name} is empty (0 bytes); give a recording with speech")
-    chunks: list[np.ndarray] = []
-    rate = None
     try:
         with av.open(str(p), mode="r") as container:
             stream = _first_audio_stream(container, p.name)
@@ -102,48 +105,245 @@ def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECOND
             if not rate:
                 raise AudioError(f"{p.name} has no sample rate; give a valid wav/mp3/flac/ogg/m4a file")
             rate = check_rate(rate, p.name)
-            # Convert every decoded frame to planar float mono at the stream's own rate, straight
-            # into one buffer sized from the container's duration (no list of small chunks, which
-            # fragments the heap: RSS stays at the clip's size).
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            limit = int(max_seconds * rate)
             estimate = None
             if stream.duration and stream.time_base:
                 estimate = float(stream.duration * stream.time_base) * rate
             elif container.duration:
                 estimate = container.duration / 1e6 * rate
-            buf = np.empty(int(min(limit, estimate or 60 * rate) * 1.02) + 16384, np.float32)
-            total = 0
+            # every decoded frame becomes planar float mono at the stream's own rate
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            limit = int(max_seconds * rate)
 
-            def put(frames):
-                nonlocal buf, total
-                for out in frames:
-                    arr = out.to_ndarray().reshape(-1)
-                    if total + arr.size > buf.size:
-                        grown = np.empty(max(2 * buf.size, total + arr.size), np.float32)
-                        grown[:total] = buf[:total]
-                        buf = grown
-                    buf[total:total + arr.size] = arr
-                    total += arr.size
+            def blocks():
+                total = 0
+                frames = container.decode(stream)
+                while True:
+                    frame = next(frames, None)
+                    for out in resampler.resample(frame):
+                        x = out.to_ndarray().reshape(-1)
+                        if not np.all(np.isfinite(x)):
+                            x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+                        total += x.size
+                        if total > limit:
+                            check_duration(total, rate, max_seconds, p.name)
+                        yield np.clip(x, -1.0, 1.0)
+                    if frame is None:
+                        return
 
-            for frame in container.decode(stream):
-                put(resampler.resample(frame))
-                if total > limit:
-                    check_duration(total, rate, max_seconds, p.name)
-            put(resampler.resample(None))
-            chunks.append(buf[:total])
+            yield rate, estimate, blocks()
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, OSError, UnicodeDecodeError) as exc:  # PyAV raises these on bad data
         raise AudioError(f"cannot decode audio {p.name} ({type(exc).__name__}); "
                          "give a valid wav/mp3/flac/ogg/m4a file") from exc
-    samples = chunks[0] if chunks else np.zeros(0, np.float32)
-    if samples.size == 0 or not rate:
+
+
+def load_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> AudioClip:
+    """Decode the first audio stream of ``path`` to mono float32 at its own sample rate.
+
+    Stereo and multichannel audio is averaged to mono; NaN/inf become 0, values are clipped to [-1, 1].
+    Raises :class:`AudioError` when the file is missing, unreadable, has no audio stream, decodes to
+    no samples, or is longer than ``max_seconds``.
+    """
+    p = Path(path)
+    with _decoding(p, max_seconds) as (rate, estimate, blocks):
+        # straight into one buffer sized from the container's duration (no list of small chunks, which
+        # fragments the heap: RSS stays at the clip's size)
+        limit = int(max_seconds * rate)
+        buf = np.empty(int(min(limit, estimate or 60 * rate) * 1.02) + 16384, np.float32)
+        total = 0
+        for x in blocks:
+            if total + x.size > buf.size:
+                grown = np.empty(max(2 * buf.size, total + x.size), np.float32)
+                grown[:total] = buf[:total]
+                buf = grown
+            buf[total:total + x.size] = x
+            total += x.size
+    if total == 0:
         raise AudioError(f"audio file {p.name} holds no samples; give a recording with speech")
-    if not np.all(np.isfinite(samples)):
-        np.nan_to_num(samples, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-    np.clip(samples, -1.0, 1.0, out=samples)
-    return AudioClip(samples=samples, sample_rate=int(rate), source=p.name)
+    return AudioClip(samples=buf[:total], sample_rate=int(rate), source=p.name)
+
+
+class PolyResampler:
+    """``scipy.signal.resample_poly(x, out_rate, in_rate)`` of a track given block by block: the
+    concatenated outputs of :meth:`push` and :meth:`flush` equal the whole-array call's (same Kaiser
+    (beta 5) low-pass FIR of ``20 * max(up, down) + 1`` taps, same centring and zero padding, float32),
+    while only the filter's span of input is held between blocks.
+
+    The whole-array output sample k sums the inputs j with ``0 <= (k + pre) * down - j * up < taps``;
+    a block whose first input index is a multiple of ``down`` gives exactly those sums for every
+    output whose inputs it holds.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int):
+        from scipy.signal import firwin
+
+        g = np.gcd(int(in_rate), int(out_rate))
+        self.up, self.down = int(out_rate) // g, int(in_rate) // g
+        max_rate = max(self.up, self.down)
+        half_len = 10 * max_rate
+        h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(np.float32)
+        h *= self.up
+        pre_pad = self.down - half_len % self.down
+        self.h = np.concatenate([np.zeros(pre_pad, np.float32), h])
+        self.pre = (half_len + pre_pad) // self.down  # outputs scipy removes from the front
+        self.buf = np.zeros(0, np.float32)
+        self.base = 0      # input index of buf[0] (a multiple of down)
+        self.n_in = 0      # inputs pushed so far
+        self.emitted = 0   # outputs given so far
+
+    def _outputs(self, stop: int, x: np.ndarray) -> np.ndarray:
+        """Outputs ``emitted .. stop-1`` from ``x`` (the inputs from ``self.base`` on)."""
+        from scipy.signal import upfirdn
+
+        if stop <= self.emitted:
+            return np.zeros(0, np.float32)
+        y = upfirdn(self.h, x, self.up, self.down)
+        shift = self.pre - self.base * self.up // self.down
+        out = y[self.emitted + shift:stop + shift].astype(np.float32, copy=False)
+        self.emitted = stop
+        # keep the inputs the next output still needs (its lowest one, rounded down to a multiple of down)
+        lowest = max(0, -(-((self.emitted + self.pre) * self.down - (len(self.h) - 1)) // self.up))
+        new_base = min(lowest, self.n_in) // self.down * self.down
+        self.buf = self.buf[new_base - self.base:]
+        self.base = new_base
+        return out
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Resampled float32 samples that ``x`` (float32 [n], the next inputs) completes."""
+        self.buf = np.concatenate([self.buf, np.asarray(x, np.float32)])
+        self.n_in += len(x)
+        # output k needs the inputs up to (k + pre) * down // up
+        ready = ((self.n_in - 1) * self.up) // self.down - self.pre + 1 if self.n_in else 0
+        n_out = -(-self.n_in * self.up // self.down)
+        return self._outputs(min(ready, n_out), self.buf)
+
+    def flush(self) -> np.ndarray:
+        """The last outputs (the track's end, zero-padded as scipy does); the total is
+        ``ceil(n_in * up / down)`` samples."""
+        n_out = -(-self.n_in * self.up // self.down)
+        pad = np.zeros(len(self.h) // self.up + self.down + 1, np.float32)
+        return self._outputs(n_out, np.concatenate([self.buf, pad]))
+
+
+class SpooledSamples:
+    """float32 mono samples kept in a file, not in memory: ``len()``, contiguous slices
+    (``x[a:b]`` reads them with ``os.pread``), ``min()``/``max()`` (known when the file was written).
+
+    Made by :func:`spool_audio` (an unnamed temporary file, freed by :meth:`close` or when collected),
+    or over an open file descriptor holding ``n`` samples from byte ``offset`` (the alignment worker's
+    request). The analysis functions of the lite engine (VAD, loudness, formants, pocketsphinx's
+    segments) take slices only, so a 30-minute track costs no memory beyond the slice being read.
+    """
+
+    def __init__(self, fd: int, offset: int, n: int, *, lo: float = -1.0, hi: float = 1.0, owner=None):
+        self.fd, self.offset, self.n = fd, offset, n
+        self._lo, self._hi = float(lo), float(hi)
+        self._owner = owner  # the temporary file object when this object owns it
+
+    def __len__(self) -> int:
+        return self.n
+
+    def min(self) -> float:
+        return self._lo
+
+    def max(self) -> float:
+        return self._hi
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("SpooledSamples reads contiguous slices only (x[a:b])")
+        start, stop, step = key.indices(self.n)
+        if step != 1:
+            raise IndexError("only contiguous slices of the samples are read")
+        count = max(0, stop - start)
+        data = os.pread(self.fd, 4 * count, self.offset + 4 * start)
+        if len(data) != 4 * count:
+            raise AudioError(f"the spooled speech ended before sample {stop} of {self.n}; keep the temporary "
+                             f"folder writable and not cleaned during the run")
+        return np.frombuffer(data, dtype="<f4").copy()
+
+    def close(self) -> None:
+        """Close the temporary file it owns (idempotent); later reads raise OSError, never read
+        another file that got the same descriptor number."""
+        if self._owner is not None:
+            self._owner.close()
+            self._owner, self.fd = None, -1
+
+
+@dataclass(frozen=True)
+class SpooledClip:
+    """Speech decoded once into a temporary file at the analysis rate, not held in memory
+    (:func:`spool_audio`): what the lite engine analyses, for any length of speech.
+
+    track: :class:`SpooledSamples`, float32 mono at ``track_rate`` (16 kHz), equal to
+        ``load_audio(path).resampled(track_rate)``.
+    sample_rate: the file's own rate in Hz (the writer decodes the file again at it for the output).
+    num_samples: samples at ``sample_rate`` (what :func:`load_audio` would hold).
+    """
+
+    track: SpooledSamples
+    track_rate: int
+    sample_rate: int
+    num_samples: int
+    source: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.num_samples / float(self.sample_rate)
+
+    def num_frames(self, fps: float = 25.0) -> int:
+        """Video frames that cover the clip: ``max(1, round(duration * fps))`` (as AudioClip)."""
+        return max(1, int(round(self.duration * fps)))
+
+    def resampled(self, rate: int = ANALYSIS_RATE) -> SpooledSamples:
+        """The spooled track (only ``track_rate`` is kept; ValueError for another rate)."""
+        if rate != self.track_rate:
+            raise ValueError(f"the spooled speech is kept at {self.track_rate} Hz only, not {rate} Hz")
+        return self.track
+
+    def close(self) -> None:
+        """Free the temporary file (idempotent)."""
+        self.track.close()
+
+
+def spool_audio(path: str | os.PathLike, rate: int = ANALYSIS_RATE, *,
+                max_seconds: float = MAX_AUDIO_SECONDS) -> SpooledClip:
+    """Decode ``path`` as :func:`load_audio` does and keep it resampled to ``rate`` Hz in an unnamed
+    temporary file (``tempfile.TemporaryFile``: removed from the folder at once, freed on close), block
+    by block: memory stays at a few blocks whatever the length (30 minutes at 16 kHz is 115 MB on disk).
+    The track equals ``load_audio(path).resampled(rate)`` (:class:`PolyResampler`). Raises what
+    :func:`load_audio` raises, and OSError when the temporary folder cannot hold the track.
+    """
+    p = Path(path)
+    f = tempfile.TemporaryFile(prefix="sadtalker-speech-")
+    try:
+        lo, hi, n_in, n_out = 0.0, 0.0, 0, 0
+        with _decoding(p, max_seconds) as (file_rate, _, blocks):
+            resampler = None if file_rate == rate else PolyResampler(file_rate, rate)
+
+            def put(y: np.ndarray) -> None:
+                nonlocal lo, hi, n_out
+                if y.size:
+                    lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
+                    f.write(np.ascontiguousarray(y, "<f4").tobytes())
+                    n_out += y.size
+
+            for x in blocks:
+                n_in += x.size
+                put(x if resampler is None else resampler.push(x))
+            if resampler is not None:
+                put(resampler.flush())
+        if n_in == 0:
+            raise AudioError(f"audio file {p.name} holds no samples; give a recording with speech")
+        f.flush()
+    except BaseException:
+        f.close()
+        raise
+    track = SpooledSamples(f.fileno(), 0, n_out, lo=lo, hi=hi, owner=f)
+    return SpooledClip(track=track, track_rate=int(rate), sample_rate=int(file_rate), num_samples=n_in,
+                       source=p.name)
 
 
 def iter_audio(path: str | os.PathLike, rate: int):

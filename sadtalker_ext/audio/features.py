@@ -1,8 +1,10 @@
 """Acoustic features per video frame: loudness envelope and formant-based lip shape cues.
 
 Used by the lite engine when no phoneme timings are available, and by the lip-sync measurements.
-All functions take float32 mono audio at 16 kHz and return one value per video frame (25 fps:
-640 samples per frame), analysed over a 50 ms window centred on the frame's centre.
+All functions take float32 mono audio at 16 kHz (an array, or a file-backed
+:class:`~sadtalker_ext.audio.decode.SpooledSamples`: only ``len()`` and contiguous slices are used) and
+return one value per video frame (25 fps: 640 samples per frame), analysed over a 50 ms window centred
+on the frame's centre.
 """
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import AudioError, DependencyError, GenerationInterrupted
+from .decode import SpooledSamples
 from .events import PhonemeEvent
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,17 @@ def _align_spans_in_worker(x16: np.ndarray, transcript: str | None,
                            should_stop: Optional[Callable[[], bool]] = None) -> list[tuple[str, float, float]] | None:
     """:func:`_align_spans` in a worker process (see the module doc). Raises GenerationInterrupted when
     ``should_stop()`` turns true (the worker is killed), DependencyError when the worker fails."""
-    samples = np.ascontiguousarray(x16, dtype="<f4")
-    header = json.dumps({"transcript": transcript, "samples": int(samples.size)}).encode() + b"\n"
+    header = json.dumps({"transcript": transcript, "samples": len(x16)}).encode() + b"\n"
     # the input goes through an unnamed temporary file: Popen.communicate() cannot resume writing to a
     # stdin pipe after a timeout, and a writer thread would be one more thing to clean up
     with tempfile.TemporaryFile() as request:
         request.write(header)
-        request.write(memoryview(samples).cast("B"))  # the array's own buffer: no bytes copy of the track
+        if isinstance(x16, SpooledSamples):  # file-backed: copied block by block, never held whole
+            for a in range(0, len(x16), 1 << 20):
+                request.write(x16[a:a + (1 << 20)].astype("<f4", copy=False).tobytes())
+        else:
+            samples = np.ascontiguousarray(x16, dtype="<f4")
+            request.write(memoryview(samples).cast("B"))  # the array's own buffer: no bytes copy of the track
         request.seek(0)
         proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=request, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=_worker_env())
@@ -181,27 +186,6 @@ def _align_spans_in_worker(x16: np.ndarray, transcript: str | None,
     return [(str(n), float(a), float(b)) for n, a, b in answer["spans"]]
 
 
-class _FileSamples:
-    """float32 samples stored in a regular file from byte ``offset``, read per slice with ``os.pread``:
-    the worker never holds the whole track (``_split_points`` and ``_align_spans`` take slices only)."""
-
-    def __init__(self, fd: int, offset: int, n: int):
-        self.fd, self.offset, self.n = fd, offset, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        start, stop, step = key.indices(self.n)
-        if step != 1:
-            raise IndexError("only contiguous slices of the samples are read")
-        count = max(0, stop - start)
-        data = os.pread(self.fd, 4 * count, self.offset + 4 * start)
-        if len(data) != 4 * count:
-            raise SystemExit(f"the speech-alignment request ended before sample {stop} of {self.n}")
-        return np.frombuffer(data, dtype="<f4")
-
-
 def _worker_main() -> int:
     """``python -m sadtalker_ext.audio.phonemes``: a JSON header line, float32 samples; answers JSON."""
     import stat
@@ -211,7 +195,7 @@ def _worker_main() -> int:
     header = json.loads(line)
     n = int(header["samples"])
     if stat.S_ISREG(os.fstat(stdin.fileno()).st_mode):  # the request file: read segment by segment
-        x16 = _FileSamples(stdin.fileno(), stdin.tell(), n)
+        x16 = SpooledSamples(stdin.fileno(), stdin.tell(), n)
     else:  # a pipe: read straight into the float32 array (one copy of the track)
         x16 = np.empty(n, "<f4")
         view, got = memoryview(x16).cast("B"), 0

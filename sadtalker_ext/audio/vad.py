@@ -64,14 +64,17 @@ def _silero_window_probs(x16: np.ndarray) -> np.ndarray | None:
     context = np.zeros((1, CONTEXT), np.float32)
     sr = np.array(VAD_RATE, dtype=np.int64)
     probs = np.empty(n, np.float32)
-    for i in range(n):  # windows are read from x16 in place (the last one zero-padded): no copy of the audio
-        chunk = x16[i * WINDOW:(i + 1) * WINDOW]
-        x = np.zeros((1, CONTEXT + WINDOW), np.float32)
-        x[0, :CONTEXT] = context
-        x[0, CONTEXT:CONTEXT + len(chunk)] = chunk
-        out, state = sess.run(None, {"input": x, "state": state, "sr": sr})
-        probs[i] = float(out.reshape(-1)[0])
-        context = x[:, -CONTEXT:]
+    block = 1024  # windows read at a time: x16 may be file-backed (SpooledSamples), read by slices only
+    for b in range(0, n, block):
+        part = x16[b * WINDOW:(b + block) * WINDOW]
+        for i in range(b, min(n, b + block)):  # the last window zero-padded
+            chunk = part[(i - b) * WINDOW:(i - b + 1) * WINDOW]
+            x = np.zeros((1, CONTEXT + WINDOW), np.float32)
+            x[0, :CONTEXT] = context
+            x[0, CONTEXT:CONTEXT + len(chunk)] = chunk
+            out, state = sess.run(None, {"input": x, "state": state, "sr": sr})
+            probs[i] = float(out.reshape(-1)[0])
+            context = x[:, -CONTEXT:]
     return probs
 
 
@@ -93,7 +96,9 @@ def detect_voice(x16: np.ndarray, num_frames: int, fps: float = 25.0, *,
                  on: float = 0.5, off: float = 0.35, method: str = "auto") -> VoiceActivity:
     """Speech probability for each video frame.
 
-    x16: float32 [n] mono at 16 kHz. num_frames: T video frames at ``fps``.
+    x16: float32 [n] mono at 16 kHz: an array, or anything with ``len()``, contiguous slices and
+    ``min()``/``max()`` (:class:`~sadtalker_ext.audio.decode.SpooledSamples`, read block by block).
+    num_frames: T video frames at ``fps``.
     The window probabilities (32 ms) are averaged into each frame's time span, then a hysteresis
     (``on``/``off`` thresholds) and a 3-frame hangover give the boolean track.
     """
