@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .audio.decode import AudioClip
+from .audio.decode import AudioClip, SpooledClip
 from .audio.events import PhonemeEvent
 from .options import GenerateOptions
 
@@ -43,7 +43,9 @@ class RunContext:
     sidecar's "info". Inputs and hand-overs between an engine's steps are typed fields below, not in it.
     """
 
-    audio: AudioClip
+    #: the speech: decoded in memory (AudioClip), or, for an engine with ``spooled_audio`` and nothing
+    #: else reading the samples, kept in a temporary file at 16 kHz (SpooledClip, closed after motion)
+    audio: AudioClip | SpooledClip
     options: GenerateOptions
     num_frames: int
     fps: int = 25

@@ -3,6 +3,7 @@ stages and the context); :meth:`RunPlan.frames` runs the rest without the writer
 with it; :func:`generate` and :func:`iter_frames` are those two.
 
     audio  = load_audio(path)                        # any format -> mono float32, original rate
+                                                     # (lite: spool_audio(path), 16 kHz in a temp file)
     image  = load_image(path)                        # any format -> uint8 RGB
     engine = host.engine_for(options) or get_engine(options.engine)   # lite | sadtalker | video source
     source = engine.prepare(image, options)          # face, crop, per-portrait model (once)
@@ -11,7 +12,9 @@ with it; :func:`generate` and :func:`iter_frames` are those two.
     chunks = stage(chunks, ctx) for each post stage  # Wav2Lip, img2img refinement
     VideoWriter(out).write(chunk) ... commit()       # encoded as they come, renamed on success
 
-Memory stays flat in the audio length: only the current chunk of frames is alive at any time.
+Memory stays flat in the audio length: only the current chunk of frames is alive at any time; for the
+lite engine given a speech file (and no stage reading the samples) the speech is analysed from a
+temporary file (:func:`~sadtalker_ext.audio.decode.spool_audio`) and muxed from the file again.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .audio.decode import AudioClip, checked_clip, iter_audio, load_audio
-from .engines import get_engine
+from .audio.decode import AudioClip, SpooledClip, checked_clip, iter_audio, load_audio, spool_audio
+from .engines import get_engine, resolve_engine_name
 from .engines.base import FrameChunk, RunContext, Stage
 from .errors import GenerationInterrupted
 from .io.image import load_image, to_rgb8
@@ -69,10 +72,30 @@ def _as_image(image) -> np.ndarray:
     return to_rgb8(image)
 
 
-def _as_audio(audio) -> AudioClip:
+def _as_audio(audio, spooled: bool = False) -> AudioClip | SpooledClip:
+    """The run's speech: a caller's clip checked, a file decoded; with ``spooled`` a file is kept at
+    16 kHz in a temporary file instead (unless its rate is one AAC cannot hold: the writer then
+    resamples the samples in memory)."""
     if isinstance(audio, AudioClip):
         return checked_clip(audio)  # a caller's clip: mono, finite, in [-1, 1] (else AudioError)
+    if spooled:
+        clip = spool_audio(audio)
+        if clip.sample_rate in AAC_RATES:
+            return clip
+        clip.close()
     return load_audio(audio)
+
+
+def _spools(engine, options: GenerateOptions, audio, video, stages, host_dir) -> bool:
+    """Whether the run may keep its speech in a temporary file: a speech file, an engine that reads
+    it by slices only (``spooled_audio``: the lite engine), and no stage that reads the samples."""
+    if not isinstance(audio, (str, os.PathLike)) or video is not None or stages:
+        return False
+    if options.lipsync != "none" or options.refine is not None:
+        return False
+    if engine is not None:
+        return bool(getattr(engine, "spooled_audio", False))
+    return resolve_engine_name(options.engine, options.checkpoints, host_dir) == "lite"
 
 
 @dataclass
@@ -120,6 +143,8 @@ class RunPlan:
         finally:
             if early is not None:
                 early.close()  # stops the analysis worker if the run failed before motion
+            if isinstance(ctx.audio, SpooledClip):
+                ctx.audio.close()  # motion holds per-frame values; the writer decodes the file again
         _check_stop(callbacks)
         chunks = eng.frames(source, motion, ctx)
         for stage in self.stages:
@@ -148,7 +173,6 @@ class RunPlan:
         chunks = self._chunks()
         eng, ctx = self.engine, self.ctx
         clip = ctx.audio
-        writer_audio = clip.samples
         duration = clip.duration
         audio = self.audio
         if (isinstance(audio, (str, os.PathLike)) and not self.stages and not getattr(eng, "audio_in_frames", True)
@@ -158,6 +182,8 @@ class RunPlan:
             src, rate = audio, clip.sample_rate
             writer_audio = AudioBlocks(lambda: iter_audio(src, rate))
             ctx.audio = clip = AudioClip(np.zeros(1, np.float32), rate, clip.source)
+        else:
+            writer_audio = clip.samples
         with VideoWriter(out, self.size, ctx.fps, audio=writer_audio, sample_rate=clip.sample_rate,
                          crf=ctx.options.crf, background=True) as writer:
             for chunk in self._stream(chunks):
@@ -206,7 +232,7 @@ def plan_run(host, options: GenerateOptions | None = None, image=None, audio=Non
         if engine is None and video is None and callable(engine_for):
             engine = engine_for(options)
     callbacks = callbacks or Callbacks()
-    clip = _as_audio(audio)
+    clip = _as_audio(audio, spooled=_spools(engine, options, audio, video, stages, host_dir))
     if video is not None:
         from .engines.video import VideoSourceEngine
         img = None

@@ -614,40 +614,52 @@ def test_acoustic_features_memory_does_not_grow_with_the_audio(speech):
     assert vad.prob.shape == (T,)
 
 
-def test_decoded_speech_is_not_held_while_the_lite_engine_renders(tmp_path, astronaut, monkeypatch):
-    """With a speech file, the lite engine's motion holds per-frame values only; the writer reads
-    the file again as it muxes. The decoded track is freed before the first frame is rendered,
-    and the video is byte-identical to one made from the same clip held in memory."""
-    import gc
-    import weakref
-
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+def test_decoded_speech_is_never_held_by_the_lite_engine(tmp_path, astronaut, monkeypatch, rate):
+    """With a speech file, the lite engine never holds the decoded track: the pipeline spools it at
+    16 kHz into a temporary file (load_audio is not called), the spool is closed before the first frame
+    is rendered, the writer reads the file again as it muxes, and the video is byte-identical to one
+    made from the same speech decoded in memory (at 44.1 and 48 kHz too: the block-wise resampling
+    equals scipy's whole-array resample_poly)."""
     import soundfile as sf
+    from scipy.signal import resample_poly
 
     from sadtalker_ext import pipeline
     from sadtalker_ext.engines import lite
-    x = load_audio(Path(__file__).parent / ".." / "sadtalker_ext" / "assets" / "arctic_a0007.wav").samples
+    x = load_audio(Path(__file__).parent / ".." / "sadtalker_ext" / "assets" / "arctic_a0007.wav").samples[:32000]
+    if rate != 16000:
+        g = np.gcd(rate, 16000)
+        x = np.clip(resample_poly(x, rate // g, 16000 // g), -1, 1).astype(np.float32)
     wav = tmp_path / "speech.wav"
-    sf.write(str(wav), x[:32000], 16000, subtype="PCM_16")
-    refs, alive = [], []
-    real_load, real_frames = pipeline.load_audio, lite.LiteEngine.frames
+    sf.write(str(wav), x, rate, subtype="FLOAT")
+    spools, closed, loads = [], [], []
+    real_spool, real_load, real_frames = pipeline.spool_audio, pipeline.load_audio, lite.LiteEngine.frames
 
-    def load(path, **kw):
-        clip = real_load(path, **kw)
-        refs.append(weakref.ref(clip.samples))
+    def spool(path, *a, **kw):
+        clip = real_spool(path, *a, **kw)
+        spools.append(clip)
         return clip
 
+    def load(path, *a, **kw):
+        loads.append(path)
+        return real_load(path, *a, **kw)
+
     def frames(self, *a, **kw):
-        gc.collect()
-        alive.append(refs[-1]() is not None)
+        closed.append(spools[-1].track.fd == -1)
         yield from real_frames(self, *a, **kw)
 
+    monkeypatch.setattr(pipeline, "spool_audio", spool)
     monkeypatch.setattr(pipeline, "load_audio", load)
     monkeypatch.setattr(lite.LiteEngine, "frames", frames)
     streamed = pipeline.generate(astronaut, wav, tmp_path / "streamed.mp4", GenerateOptions(**LITE))
-    assert alive == [False]
+    assert loads == [] and len(spools) == 1 and closed == [True]
+    assert spools[0].sample_rate == rate and spools[0].num_samples == len(x)
+    monkeypatch.setattr(pipeline, "load_audio", real_load)
     held = pipeline.generate(astronaut, real_load(wav), tmp_path / "held.mp4", GenerateOptions(**LITE))
     assert streamed.duration == held.duration == 2.0
     assert (tmp_path / "streamed.mp4").read_bytes() == (tmp_path / "held.mp4").read_bytes()
+    with pytest.raises(OSError):  # a closed spool reads nothing (its descriptor is not reused)
+        spools[0].track[0:10]
 
 
 def test_async_jobs_api_refuses_nested_json_and_absurd_rates_at_submission(api_client, astronaut):

@@ -43,7 +43,8 @@ class EarlyAlignment:
     and re-raises what the alignment raised; :meth:`close` stops the worker if it still runs
     (idempotent; the pipeline calls it when the run ends, also by an error before motion).
 
-    x16: float32 [n] mono 16 kHz (kept for the rest of the speech analysis).
+    x16: float32 [n] mono 16 kHz, an array or file-backed SpooledSamples (kept for the rest of the
+    speech analysis).
     """
 
     def __init__(self, x16: np.ndarray, transcript: Optional[str], required: bool, should_stop=None):
@@ -83,6 +84,9 @@ class LiteEngine:
     #: frames() never reads ctx.audio (motion() turned it into per-frame values), so the pipeline
     #: may drop the decoded speech before rendering.
     audio_in_frames = False
+    #: begin() and motion() read ctx.audio only as ``resampled(ANALYSIS_RATE)`` by slices, so the pipeline
+    #: may hand a speech file over as a SpooledClip (16 kHz in a temporary file, never held in memory).
+    spooled_audio = True
 
     @staticmethod
     def _wants_alignment(ctx: RunContext) -> bool:
