@@ -6,7 +6,8 @@ import"), or is swallowed by a library's ``except ImportError:`` fallback so tha
 and writes its video after the user pressed Ctrl-C. :func:`install` replaces Python's SIGINT
 handler by one that raises KeyboardInterrupt as before, except while an import is running: then the
 signal is sent again 50 ms later, until the import has finished, so the interrupt arrives in the
-program's own code (the CLI prints one line and exits 130). Python may still lose a
+program's own code (the CLI prints one line and exits 130). The same holds inside the functions a
+module lists in ``_DEFER_SIGINT`` (face/landmarks.py: mediapipe's detectors starting up). Python may still lose a
 KeyboardInterrupt (C code that clears every error, e.g. ``hasattr``); :func:`pressed` remembers the
 key press, and the CLI passes it to the pipeline as ``should_stop``, which stops the run at the next
 chunk at the latest, before anything is written.
@@ -27,8 +28,13 @@ def pressed() -> bool:
 
 
 def _importing(frame) -> bool:
+    """True while an import runs, or a function that its module names in ``_DEFER_SIGINT`` (native
+    start-up: mediapipe's graphs print from their own threads while they start, and would print after
+    the CLI's last line if the interrupt left them half-built)."""
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        if frame.f_code.co_name in frame.f_globals.get("_DEFER_SIGINT", ()):
             return True
         frame = frame.f_back
     return False

@@ -78,6 +78,11 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
+#: the CLI's Ctrl-C handler (cli/sigint.py) waits until these return: an interrupt inside them would leave
+#: mediapipe's graph threads printing their start-up chatter after the CLI's last line
+_DEFER_SIGINT = ("_detectors",)
+
+
 @lru_cache(maxsize=1)
 def _detectors():
     from mediapipe.python.solutions import face_detection, face_mesh
