@@ -75,14 +75,18 @@ def _as_image(image) -> np.ndarray:
 def _as_audio(audio, spooled: bool = False) -> AudioClip | SpooledClip:
     """The run's speech: a caller's clip checked, a file decoded; with ``spooled`` a file is kept at
     16 kHz in a temporary file instead (unless its rate is one AAC cannot hold: the writer then
-    resamples the samples in memory)."""
+    resamples the samples in memory; or the temporary folder refuses the file: decoded in memory)."""
     if isinstance(audio, AudioClip):
         return checked_clip(audio)  # a caller's clip: mono, finite, in [-1, 1] (else AudioError)
     if spooled:
-        clip = spool_audio(audio)
-        if clip.sample_rate in AAC_RATES:
-            return clip
-        clip.close()
+        try:
+            clip = spool_audio(audio)
+        except OSError as exc:  # the temporary folder is full or limited: the run goes on in memory
+            log.warning("cannot keep the speech in a temporary file (%s); decoding it in memory", exc)
+        else:
+            if clip.sample_rate in AAC_RATES:
+                return clip
+            clip.close()
     return load_audio(audio)
 
 

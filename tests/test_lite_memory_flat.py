@@ -66,3 +66,26 @@ def test_runs_whose_stages_read_the_samples_keep_them_in_memory(tmp_path, astron
     assert not _spools(None, GenerateOptions(engine="lite").validate(), load_audio(arctic_wav), None, (), None)
     assert isinstance(plan_run(None, GenerateOptions(engine="lite", size=256), astronaut,
                                load_audio(arctic_wav)).ctx.audio, AudioClip)
+
+
+def test_a_temporary_folder_that_refuses_the_spool_falls_back_to_memory(tmp_path, astronaut, arctic_wav,
+                                                                        monkeypatch):
+    """ENOSPC/EFBIG while spooling is no failure of the run: the speech is decoded in memory instead."""
+    import errno
+
+    from sadtalker_ext.audio import decode
+    from sadtalker_ext.audio.decode import AudioClip
+
+    class Full:
+        def __init__(self, *a, **kw):
+            pass
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(decode.tempfile, "TemporaryFile", Full)
+    plan = plan_run(None, GenerateOptions(engine="lite", size=256, phonemes="acoustic"), astronaut, arctic_wav)
+    assert isinstance(plan.ctx.audio, AudioClip) and plan.num_frames == 100

@@ -308,6 +308,10 @@ class SpooledClip:
         self.track.close()
 
 
+class _SpoolWriteError(Exception):
+    """An OSError writing the spool, carried through the decoder's error mapping unchanged."""
+
+
 def spool_audio(path: str | os.PathLike, rate: int = ANALYSIS_RATE, *,
                 max_seconds: float = MAX_AUDIO_SECONDS) -> SpooledClip:
     """Decode ``path`` as :func:`load_audio` does and keep it resampled to ``rate`` Hz in an unnamed
@@ -327,7 +331,10 @@ def spool_audio(path: str | os.PathLike, rate: int = ANALYSIS_RATE, *,
                 nonlocal lo, hi, n_out
                 if y.size:
                     lo, hi = min(lo, float(y.min())), max(hi, float(y.max()))
-                    f.write(np.ascontiguousarray(y, "<f4").tobytes())
+                    try:
+                        f.write(np.ascontiguousarray(y, "<f4").tobytes())
+                    except OSError as exc:  # the temporary folder, not the speech file: not a decode error
+                        raise _SpoolWriteError(exc) from exc
                     n_out += y.size
 
             for x in blocks:
@@ -338,6 +345,9 @@ def spool_audio(path: str | os.PathLike, rate: int = ANALYSIS_RATE, *,
         if n_in == 0:
             raise AudioError(f"audio file {p.name} holds no samples; give a recording with speech")
         f.flush()
+    except _SpoolWriteError as exc:
+        f.close()
+        raise exc.args[0] from None
     except BaseException:
         f.close()
         raise
