@@ -222,7 +222,9 @@ def test_sadtalker_engine_reproduces_make_animation(sadtalker_run, synthetic_che
             got = got0 if f == 0 else r.render(kp)[0].numpy()
         errs[f] = (float(np.abs(got - want).max()), golden_tol(want) + spread)
         print(f"{renderer} renderer, frame {f}: max |ours - official batch 4| {errs[f][0]:.2e} (tol {errs[f][1]:.2e})")
-    assert kp_err <= 1e-6
+    # the reference README's acceptance bound (1e-4 + 1e-5 max|golden|): 1e-6 held on the earlier machines
+    # (AVX-512 with AMX); an AVX-512 CPU without AMX gives 4.05e-6 (other oneDNN kernels)
+    assert kp_err <= min(golden_tol(b1["kp_source_batch1"]), golden_tol(b1["kp_driving_batch1"]))
     assert err_b1 <= golden_tol(b1["prediction_frame0"])
     assert 1e-5 < spread < 5e-4  # the stored official numbers are what they were measured to be
     assert all(e <= t for e, t in errs.values()), errs
